@@ -34,6 +34,10 @@ wait_lines() {
 
 fail() {
     printf '\nFAIL: %s\n' "$*"
+    if [[ -s "$DIR/containerd.log" ]]; then
+        printf 'last lines of the containerd log:\n'
+        tail -n 5 "$DIR/containerd.log" | sed 's/^/  | /'
+    fi
     exit 1
 }
 
@@ -70,7 +74,7 @@ main() {
         --cgroup "$HF_CGROUP_PARENT/$ID" \
         --rootfs "$DIR/rootfs" "$ID" \
         /bin/sh -c 'i=0; while true; do i=$((i+1)); echo "line $i"; sleep 0.2; done' ||
-        fail "ctr run --runtime $RUNTIME failed (containerd log: $DIR/containerd.log)"
+        fail "ctr run --runtime $RUNTIME failed"
     hf_wait_status "$DIR" "$NS" "$ID" RUNNING || fail "$ID is not RUNNING"
     wait_lines 3 10 || fail "no output in $LOG"
     hf_ctr "$DIR" -n "$NS" t ls
