@@ -61,6 +61,7 @@ main() {
     # A previous demo that was killed hard may have left its folder behind.
     hf_cleanup "$DIR"
     trap 'hf_cleanup "$DIR" "$NS"' EXIT
+    trap 'exit 130' INT TERM HUP
 
     hf_step "starting a private containerd $CONTAINERD_VERSION in $DIR"
     hf_containerd_start "$CONTAINERD_VERSION" "$DIR"

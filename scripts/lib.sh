@@ -201,7 +201,7 @@ hf_remove_cgroups() {
 # cgroups under $HF_CGROUP_PARENT (when set) and DIR itself. Safe to call from
 # an EXIT trap and more than once.
 hf_cleanup() {
-    local dir="$1" ns id pid mnt
+    local dir="$1" ns id pid mnt f sock
     shift
     [[ -n "$dir" ]] || return 0
     if [[ -d "$dir" ]]; then
@@ -231,6 +231,12 @@ hf_cleanup() {
             kill -9 "$pid" 2>/dev/null || true
         done
         for pid in $(hf_shim_pids "$dir"); do hf_wait_gone "$pid" 2 || true; done
+        # Their sockets, which a killed shim leaves in /run/containerd/s/.
+        for f in "$dir"/state/io.containerd.runtime.v2.task/*/*/address; do
+            [[ -f "$f" ]] || continue
+            sock="$(sed 's|^unix://||' "$f")"
+            if [[ "$sock" == /run/containerd/s/* && -S "$sock" ]]; then rm -f "$sock"; fi
+        done
         hf_containerd_stop "$dir" || true
         # Mounts under DIR (rootfs overlays, shm), deepest first.
         while IFS= read -r mnt; do
