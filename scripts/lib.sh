@@ -74,7 +74,17 @@ hf_wait_gone() {
     done
 }
 
-hf_containerd_pid() { cat "$1/containerd.pid" 2>/dev/null || true; }
+# hf_containerd_pid DIR: the pid of the containerd started in DIR, if it still
+# runs (a pid file left by a dead run may name a reused pid: check its args).
+hf_containerd_pid() {
+    local dir pid
+    dir="$(cd "$1" 2>/dev/null && pwd)" || return 0
+    pid="$(cat "$dir/containerd.pid" 2>/dev/null)" || return 0
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    case "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
+        *containerd\ --config\ "$dir/config.toml"*) printf '%s\n' "$pid" ;;
+    esac
+}
 
 # hf_write_config DIR: a containerd config whose every path is under DIR.
 hf_write_config() {
@@ -186,14 +196,21 @@ hf_cgroup_parent() { printf '/holdfast-%s-%s\n' "$1" "$$"; }
 # hf_remove_cgroups PARENT: remove PARENT and everything under it in every
 # cgroup v1 controller hierarchy and the unified one, deepest first.
 hf_remove_cgroups() {
-    local parent="$1" root d
+    local parent="$1" root d deadline=$((SECONDS + 5)) left
     [[ "$parent" == /holdfast-* ]] || hf_die "refusing to remove cgroup '$parent'"
-    for root in /sys/fs/cgroup /sys/fs/cgroup/*; do
-        [[ -d "$root$parent" ]] || continue
-        while IFS= read -r d; do
-            rmdir "$d" 2>/dev/null || true
-        done < <(find "$root$parent" -depth -type d 2>/dev/null)
+    while :; do
+        left=0
+        for root in /sys/fs/cgroup /sys/fs/cgroup/*; do
+            [[ -d "$root$parent" ]] || continue
+            while IFS= read -r d; do
+                rmdir "$d" 2>/dev/null || left=1
+            done < <(find "$root$parent" -depth -type d 2>/dev/null)
+        done
+        # A just-killed process may still be leaving its cgroup.
+        ((left && SECONDS < deadline)) || break
+        sleep 0.1
     done
+    ((!left)) || hf_log "warning: could not remove every cgroup under $parent"
 }
 
 # hf_cleanup DIR [NAMESPACE...]: tear down everything a run made in DIR: its
@@ -224,8 +241,8 @@ hf_cleanup() {
                     namespaces rm "$ns" >/dev/null 2>&1 || true
             done
         fi
-        # Shims that outlived their task (or containerd): kill them and their
-        # children (the containers) by process group and by pid.
+        # Shims that outlived their task (or containerd): kill their children
+        # (the containers' init processes) and them.
         for pid in $(hf_shim_pids "$dir"); do
             pkill -9 -P "$pid" 2>/dev/null || true
             kill -9 "$pid" 2>/dev/null || true
