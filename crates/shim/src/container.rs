@@ -1,0 +1,169 @@
+//! A container managed by the shim: its bundle, rootfs mounts, init process
+//! and exec processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use containerd_shim_protos::types::mount::Mount;
+use oci_spec::runtime::Spec;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::runc::Runc;
+
+/// A container: one init process and any number of exec processes.
+#[derive(Debug)]
+pub struct Container {
+    /// containerd's id for it.
+    pub id: String,
+    /// Its OCI bundle folder.
+    pub bundle: PathBuf,
+    /// runc bound to this container's namespace and bundle.
+    pub runc: Runc,
+    /// The init process.
+    pub init: Arc<Process>,
+    /// Whether the shim mounted `bundle/rootfs` (and so must unmount it).
+    pub mounted_rootfs: bool,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    oom: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Container {
+    /// A container whose init process runc has not created yet.
+    pub fn new(id: &str, bundle: &Path, runc: Runc, init: Arc<Process>, mounted: bool) -> Self {
+        Container {
+            id: id.to_string(),
+            bundle: bundle.to_path_buf(),
+            runc,
+            init,
+            mounted_rootfs: mounted,
+            execs: Mutex::new(HashMap::new()),
+            oom: Mutex::new(None),
+        }
+    }
+
+    fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {
+        self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The process named by `exec_id` ("" for init).
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(self.init.clone());
+        }
+        self.execs().get(exec_id).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "exec process {exec_id:?} does not exist in task {}",
+                self.id
+            ))
+        })
+    }
+
+    /// Adds an exec process; fails if the id is taken.
+    pub fn add_exec(&self, process: Arc<Process>) -> Result<()> {
+        let mut execs = self.execs();
+        if execs.contains_key(&process.exec_id) {
+            return Err(Error::AlreadyExists(format!(
+                "exec process {:?} already exists in task {}",
+                process.exec_id, self.id
+            )));
+        }
+        execs.insert(process.exec_id.clone(), process);
+        Ok(())
+    }
+
+    /// Removes an exec process.
+    pub fn remove_exec(&self, exec_id: &str) -> Option<Arc<Process>> {
+        self.execs().remove(exec_id)
+    }
+
+    /// Every exec process.
+    pub fn exec_processes(&self) -> Vec<Arc<Process>> {
+        self.execs().values().cloned().collect()
+    }
+
+    /// Keeps the OOM watcher so Delete can stop it.
+    pub fn set_oom_watcher(&self, handle: JoinHandle<()>) {
+        *self.oom.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
+
+    /// Stops the OOM watcher.
+    pub fn stop_oom_watcher(&self) {
+        if let Some(h) = self.oom.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            h.abort();
+        }
+    }
+}
+
+/// Reads and checks the bundle's `config.json`.
+pub fn load_spec(bundle: &Path) -> Result<Spec> {
+    let path = bundle.join("config.json");
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "bundle {} has no config.json",
+            bundle.display()
+        )));
+    }
+    Spec::load(&path).map_err(|e| {
+        Error::InvalidArgument(format!(
+            "invalid config.json in bundle {}: {e}",
+            bundle.display()
+        ))
+    })
+}
+
+/// The rootfs folder the spec names, resolved against the bundle.
+pub fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "config.json in bundle {} has no root",
+            bundle.display()
+        ))
+    })?;
+    let path = root.path();
+    Ok(if path.is_absolute() {
+        path.clone()
+    } else {
+        bundle.join(path)
+    })
+}
+
+/// Mounts the rootfs mounts containerd sent onto `bundle/rootfs`.
+pub fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<bool> {
+    if mounts.is_empty() {
+        return Ok(false);
+    }
+    let target = bundle.join("rootfs");
+    std::fs::create_dir_all(&target)
+        .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
+    for m in mounts {
+        let res = containerd_shim::mount::mount_rootfs(
+            Some(m.type_.as_str()).filter(|t| !t.is_empty()),
+            Some(m.source.as_str()).filter(|s| !s.is_empty()),
+            &m.options,
+            &target,
+        );
+        if let Err(e) = res {
+            unmount_rootfs(bundle);
+            return Err(Error::Other(format!(
+                "mount {} ({}) on {}: {e}",
+                m.source,
+                m.type_,
+                target.display()
+            )));
+        }
+    }
+    Ok(true)
+}
+
+/// Unmounts everything under `bundle/rootfs`.
+pub fn unmount_rootfs(bundle: &Path) {
+    let target = bundle.join("rootfs");
+    if let Some(t) = target.to_str() {
+        if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
+            tracing::warn!(rootfs = %target.display(), error = %e, "unmount rootfs failed");
+        }
+    }
+}

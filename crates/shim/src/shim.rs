@@ -1,0 +1,596 @@
+//! The task lifecycle, independent of the wire: what each task API call does
+//! to containers and processes. [`crate::service`] adapts it to ttrpc.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::MessageField;
+use containerd_shim_protos::types::mount::Mount;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process as ProcessSpec};
+use tokio::sync::{oneshot, Notify};
+
+use crate::container::{self, Container};
+use crate::error::{Error, Result};
+use crate::io::{ProcessIo, StdioPaths};
+use crate::process::{Process, Status};
+use crate::publisher::{timestamp, Event, EventSink};
+use crate::reaper::{Exit, Reaper};
+use crate::runc::{LaunchOpts, Runc, RUNC_ROOT};
+use crate::{oom, stats, validate};
+
+/// How long an init's output may stay open after it exited (its pid
+/// namespace is gone, so only a shared namespace keeps it open).
+const INIT_OUTPUT_GRACE: Duration = Duration::from_secs(5);
+/// How long an exec's output may stay open after it exited (a background
+/// child of the exec may hold it).
+const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// What Create needs.
+#[derive(Debug, Default)]
+pub struct CreateTask {
+    /// Container id.
+    pub id: String,
+    /// Bundle folder.
+    pub bundle: PathBuf,
+    /// Rootfs mounts to set up on `bundle/rootfs`.
+    pub rootfs: Vec<Mount>,
+    /// Stdio.
+    pub stdio: StdioPaths,
+}
+
+/// The answer to State.
+#[derive(Debug, Clone)]
+pub struct ProcessState {
+    /// Host pid.
+    pub pid: u32,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Stdio as given.
+    pub stdio: StdioPaths,
+    /// Exit, once exited.
+    pub exit: Option<Exit>,
+    /// The container's bundle.
+    pub bundle: PathBuf,
+}
+
+/// Everything the shim serves.
+pub struct TaskShim {
+    namespace: String,
+    runc_binary: String,
+    reaper: Reaper,
+    events: Arc<dyn EventSink>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    shutdown: Arc<Notify>,
+}
+
+impl std::fmt::Debug for TaskShim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskShim")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskShim {
+    /// A shim for `namespace` publishing to `events`; `shutdown` is notified
+    /// when the shim should exit.
+    pub fn new(
+        namespace: &str,
+        runc_binary: &str,
+        reaper: Reaper,
+        events: Arc<dyn EventSink>,
+        shutdown: Arc<Notify>,
+    ) -> Self {
+        TaskShim {
+            namespace: namespace.to_string(),
+            runc_binary: runc_binary.to_string(),
+            reaper,
+            events,
+            containers: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The container `id`.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("task {id:?} does not exist in this shim")))
+    }
+
+    fn process(&self, id: &str, exec_id: &str) -> Result<(Arc<Container>, Arc<Process>)> {
+        let c = self.container(id)?;
+        let p = c.process(exec_id)?;
+        Ok((c, p))
+    }
+
+    fn runc_root(&self) -> PathBuf {
+        Path::new(RUNC_ROOT).join(&self.namespace)
+    }
+
+    /// Create: validate, mount the rootfs, wire stdio, `runc create`.
+    pub async fn create(self: &Arc<Self>, req: CreateTask) -> Result<u32> {
+        validate::id("task", &req.id)?;
+        if self.containers().contains_key(&req.id) {
+            return Err(Error::AlreadyExists(format!(
+                "task {:?} already exists",
+                req.id
+            )));
+        }
+        if !req.bundle.is_absolute() || !req.bundle.is_dir() {
+            return Err(Error::NotFound(format!(
+                "bundle {} does not exist",
+                req.bundle.display()
+            )));
+        }
+        let spec = container::load_spec(&req.bundle)?;
+        let mounted = container::mount_rootfs(&req.bundle, &req.rootfs)?;
+        let undo_mount = |bundle: &Path| {
+            if mounted {
+                container::unmount_rootfs(bundle);
+            }
+        };
+        let rootfs = container::rootfs_path(&req.bundle, &spec)?;
+        if !rootfs.is_dir() {
+            undo_mount(&req.bundle);
+            return Err(Error::NotFound(format!(
+                "rootfs {} does not exist",
+                rootfs.display()
+            )));
+        }
+        let io = match ProcessIo::prepare(&req.stdio) {
+            Ok(io) => io,
+            Err(e) => {
+                undo_mount(&req.bundle);
+                return Err(e);
+            }
+        };
+        let runc = match Runc::new(
+            &self.runc_binary,
+            &self.runc_root(),
+            &req.bundle,
+            self.reaper.clone(),
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                undo_mount(&req.bundle);
+                return Err(e);
+            }
+        };
+        let init = Arc::new(Process::new(&req.id, "", io, None));
+        let pid_file = req.bundle.join("init.pid");
+        let launch = LaunchOpts {
+            pid_file: pid_file.clone(),
+            console_socket: init.io.console_socket(),
+            io: init.io.runc_io(),
+        };
+        let created = async {
+            runc.create(&req.id, &req.bundle, launch).await?;
+            init.io.connect_console().await?;
+            read_pid(&pid_file).await
+        }
+        .await;
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                init.io.close();
+                if let Err(del) = runc.delete(&req.id, true).await {
+                    tracing::debug!(error = %del, "cleanup after failed create");
+                }
+                undo_mount(&req.bundle);
+                return Err(e);
+            }
+        };
+        init.set_pid(pid);
+        let exited = self.reaper.subscribe(pid as i32);
+        let c = Arc::new(Container::new(
+            &req.id,
+            &req.bundle,
+            runc,
+            init.clone(),
+            mounted,
+        ));
+        self.containers().insert(req.id.clone(), c.clone());
+
+        self.events.publish(Event::Create(TaskCreate {
+            container_id: req.id.clone(),
+            bundle: req.bundle.display().to_string(),
+            rootfs: req.rootfs.clone(),
+            io: MessageField::some(TaskIO {
+                stdin: req.stdio.stdin.clone(),
+                stdout: req.stdio.stdout.clone(),
+                stderr: req.stdio.stderr.clone(),
+                terminal: req.stdio.terminal,
+                ..Default::default()
+            }),
+            pid,
+            ..Default::default()
+        }));
+        self.watch_exit(init, exited, INIT_OUTPUT_GRACE);
+        self.watch_oom(&c);
+        tracing::info!(id = %req.id, pid, "task created");
+        Ok(pid)
+    }
+
+    fn watch_oom(&self, c: &Arc<Container>) {
+        let unified = stats::unified_cgroups();
+        let cgroup = match oom::memory_cgroup_of(c.init.pid(), unified) {
+            Ok(cg) => cg,
+            Err(e) => {
+                tracing::warn!(id = %c.id, error = %e, "no memory cgroup; OOM events off");
+                return;
+            }
+        };
+        let events = self.events.clone();
+        let id = c.id.clone();
+        match oom::watch(&cgroup, unified, move || {
+            tracing::warn!(id = %id, "container hit its memory limit (OOM kill)");
+            events.publish(Event::Oom(TaskOOM {
+                container_id: id.clone(),
+                ..Default::default()
+            }));
+        }) {
+            Ok(h) => c.set_oom_watcher(h),
+            Err(e) => tracing::warn!(id = %c.id, error = %e, "cannot watch for OOM"),
+        }
+    }
+
+    /// Waits for a process to exit, lets its output drain, records the exit
+    /// and publishes it (always after its start event).
+    fn watch_exit(
+        self: &Arc<Self>,
+        process: Arc<Process>,
+        exited: oneshot::Receiver<Exit>,
+        grace: Duration,
+    ) {
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let Ok(exit) = exited.await else { return };
+            process.io.wait_output(grace).await;
+            let _started = process.start_lock.lock().await;
+            process.set_exited(exit);
+            tracing::info!(id = %process.container_id, exec_id = %process.exec_id,
+                pid = exit.pid, status = exit.status, "process exited");
+            events.publish(Event::Exit(TaskExit {
+                container_id: process.container_id.clone(),
+                id: process.event_id().to_string(),
+                pid: exit.pid as u32,
+                exit_status: exit.status as u32,
+                exited_at: MessageField::some(timestamp(exit.at)),
+                ..Default::default()
+            }));
+        });
+    }
+
+    /// Start: `runc start` for init, `runc exec` for an exec process.
+    pub async fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32> {
+        let (c, p) = self.process(id, exec_id)?;
+        let _guard = p.start_lock.lock().await;
+        if p.status() != Status::Created || (exec_id.is_empty() && p.exit().is_some()) {
+            return Err(Error::FailedPrecondition(format!(
+                "{} is {:?}, not created: it can only be started once",
+                describe(id, exec_id),
+                p.status()
+            )));
+        }
+        if exec_id.is_empty() {
+            c.runc.start(id).await?;
+            p.set_status(Status::Running);
+            self.events.publish(Event::Start(TaskStart {
+                container_id: id.to_string(),
+                pid: p.pid(),
+                ..Default::default()
+            }));
+            tracing::info!(id, pid = p.pid(), "task started");
+            return Ok(p.pid());
+        }
+        match c.init.status() {
+            Status::Running => {}
+            other => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot start exec {exec_id:?}: task {id} is {other:?}"
+                )))
+            }
+        }
+        let spec = p
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::Other(format!("exec {exec_id:?} has no process spec")))?;
+        let pid_file = c.bundle.join(format!("{exec_id}.pid"));
+        let launch = LaunchOpts {
+            pid_file: pid_file.clone(),
+            console_socket: p.io.console_socket(),
+            io: p.io.runc_io(),
+        };
+        let started = async {
+            c.runc.exec(id, spec, launch).await?;
+            p.io.connect_console().await?;
+            read_pid(&pid_file).await
+        }
+        .await;
+        let _ = std::fs::remove_file(&pid_file);
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                p.io.close();
+                return Err(e);
+            }
+        };
+        p.set_pid(pid);
+        let exited = self.reaper.subscribe(pid as i32);
+        p.set_status(Status::Running);
+        self.events.publish(Event::ExecStarted(TaskExecStarted {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            pid,
+            ..Default::default()
+        }));
+        self.watch_exit(p.clone(), exited, EXEC_OUTPUT_GRACE);
+        tracing::info!(id, exec_id, pid, "exec started");
+        Ok(pid)
+    }
+
+    /// State of a process.
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcessState> {
+        let (c, p) = self.process(id, exec_id)?;
+        Ok(ProcessState {
+            pid: p.pid(),
+            status: p.status(),
+            stdio: p.io.paths().clone(),
+            exit: p.exit(),
+            bundle: c.bundle.clone(),
+        })
+    }
+
+    /// Kill: signal init (through runc, `all` for every process of the
+    /// container) or an exec process.
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let (c, p) = self.process(id, exec_id)?;
+        let sig = i32::try_from(signal)
+            .ok()
+            .and_then(|s| Signal::try_from(s).ok())
+            .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?;
+        if p.status() == Status::Stopped {
+            return Err(Error::NotFound(format!(
+                "{} has already exited",
+                describe(id, exec_id)
+            )));
+        }
+        if exec_id.is_empty() {
+            return c.runc.kill(id, signal, all).await.map_err(|e| {
+                if p.status() == Status::Stopped {
+                    Error::NotFound(format!("{} has already exited", describe(id, exec_id)))
+                } else {
+                    e
+                }
+            });
+        }
+        if p.status() == Status::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "{} has not been started",
+                describe(id, exec_id)
+            )));
+        }
+        nix::sys::signal::kill(Pid::from_raw(p.pid() as i32), sig).map_err(|e| match e {
+            nix::errno::Errno::ESRCH => {
+                Error::NotFound(format!("{} has already exited", describe(id, exec_id)))
+            }
+            e => Error::io(format!("kill {}", describe(id, exec_id)), e.into()),
+        })
+    }
+
+    /// Exec: record an exec process (started by a later Start).
+    pub fn exec(&self, id: &str, exec_id: &str, stdio: StdioPaths, spec: &[u8]) -> Result<()> {
+        validate::id("exec", exec_id)?;
+        let c = self.container(id)?;
+        if c.process(exec_id).is_ok() {
+            return Err(Error::AlreadyExists(format!(
+                "exec process {exec_id:?} already exists in task {id}"
+            )));
+        }
+        if c.init.status() == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot exec in task {id}: it has exited"
+            )));
+        }
+        let spec: ProcessSpec = serde_json::from_slice(spec).map_err(|e| {
+            Error::InvalidArgument(format!("invalid process spec for exec {exec_id:?}: {e}"))
+        })?;
+        let io = ProcessIo::prepare(&stdio)?;
+        c.add_exec(Arc::new(Process::new(id, exec_id, io, Some(spec))))?;
+        self.events.publish(Event::ExecAdded(TaskExecAdded {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// Delete a stopped process; for init, the whole container.
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Option<Exit>)> {
+        let (c, p) = self.process(id, exec_id)?;
+        match p.status() {
+            Status::Running | Status::Paused => {
+                return Err(Error::FailedPrecondition(format!(
+                    "cannot delete {}: it is still running",
+                    describe(id, exec_id)
+                )))
+            }
+            Status::Created | Status::Stopped => {}
+        }
+        if !exec_id.is_empty() {
+            c.remove_exec(exec_id);
+            p.io.close();
+            return Ok((p.pid(), p.exit()));
+        }
+        let never_started = p.status() == Status::Created;
+        if let Err(e) = c.runc.delete(id, never_started).await {
+            c.runc.delete(id, true).await.map_err(|_| e)?;
+        }
+        if never_started {
+            // runc killed the created init: wait for the reaper so the exit
+            // event comes before the delete event.
+            let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
+        }
+        c.stop_oom_watcher();
+        for exec in c.exec_processes() {
+            exec.io.close();
+        }
+        p.io.close();
+        if c.mounted_rootfs {
+            container::unmount_rootfs(&c.bundle);
+        }
+        let _ = std::fs::remove_file(c.bundle.join("init.pid"));
+        self.containers().remove(id);
+        let exit = p.exit();
+        self.events.publish(Event::Delete(TaskDelete {
+            container_id: id.to_string(),
+            pid: p.pid(),
+            exit_status: exit.map(|e| e.status as u32).unwrap_or(0),
+            exited_at: exit.map(|e| timestamp(e.at)).into(),
+            id: id.to_string(),
+            ..Default::default()
+        }));
+        tracing::info!(id, "task deleted");
+        Ok((p.pid(), exit))
+    }
+
+    /// Pids of every process in the container, with exec ids where known.
+    pub async fn pids(&self, id: &str) -> Result<Vec<(u32, String)>> {
+        let c = self.container(id)?;
+        let pids = c.runc.ps(id).await?;
+        let execs: HashMap<u32, String> = c
+            .exec_processes()
+            .iter()
+            .map(|p| (p.pid(), p.exec_id.clone()))
+            .collect();
+        Ok(pids
+            .into_iter()
+            .map(|pid| {
+                let pid = pid as u32;
+                (pid, execs.get(&pid).cloned().unwrap_or_default())
+            })
+            .collect())
+    }
+
+    /// Pause: freeze the container.
+    pub async fn pause(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.init.status() != Status::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot pause task {id}: it is {:?}",
+                c.init.status()
+            )));
+        }
+        c.runc.pause(id).await?;
+        c.init.set_status(Status::Paused);
+        self.events.publish(Event::Paused(TaskPaused {
+            container_id: id.to_string(),
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// Resume: thaw the container.
+    pub async fn resume(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.init.status() != Status::Paused {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot resume task {id}: it is {:?}, not paused",
+                c.init.status()
+            )));
+        }
+        c.runc.resume(id).await?;
+        c.init.set_status(Status::Running);
+        self.events.publish(Event::Resumed(TaskResumed {
+            container_id: id.to_string(),
+            ..Default::default()
+        }));
+        Ok(())
+    }
+
+    /// CloseIO: close the process's stdin once its data is through.
+    pub fn close_io(&self, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
+        let (_, p) = self.process(id, exec_id)?;
+        if stdin {
+            p.io.close_stdin();
+        }
+        Ok(())
+    }
+
+    /// ResizePty.
+    pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
+        let (_, p) = self.process(id, exec_id)?;
+        p.io.resize(width, height)
+    }
+
+    /// Update: new cgroup resources (JSON `LinuxResources`).
+    pub async fn update(&self, id: &str, resources: &[u8]) -> Result<()> {
+        let c = self.container(id)?;
+        let res: LinuxResources = serde_json::from_slice(resources)
+            .map_err(|e| Error::InvalidArgument(format!("invalid resources for task {id}: {e}")))?;
+        if c.init.status() == Status::Stopped {
+            return Err(Error::FailedPrecondition(format!(
+                "cannot update task {id}: it has exited"
+            )));
+        }
+        c.runc.update(id, &res).await
+    }
+
+    /// Wait for a process to exit.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
+        let (_, p) = self.process(id, exec_id)?;
+        Ok(p.wait().await)
+    }
+
+    /// Stats: cgroup metrics.
+    pub async fn stats(&self, id: &str) -> Result<Any> {
+        let c = self.container(id)?;
+        let json = c.runc.stats_json(id).await?;
+        stats::metrics_any(&json, stats::unified_cgroups())
+    }
+
+    /// The init pid of `id` (0 if unknown).
+    pub fn task_pid(&self, id: &str) -> u32 {
+        self.container(id).map(|c| c.init.pid()).unwrap_or(0)
+    }
+
+    /// Shutdown: exit once no container is left (or at once with `now`).
+    pub fn shutdown(&self, now: bool) {
+        if now || self.containers().is_empty() {
+            tracing::info!("shutting down");
+            self.shutdown.notify_one();
+        }
+    }
+}
+
+fn describe(id: &str, exec_id: &str) -> String {
+    if exec_id.is_empty() {
+        format!("task {id}")
+    } else {
+        format!("exec process {exec_id:?} of task {id}")
+    }
+}
+
+async fn read_pid(path: &Path) -> Result<u32> {
+    let s = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
+    s.trim()
+        .parse()
+        .map_err(|_| Error::Other(format!("pid file {} holds {s:?}", path.display())))
+}

@@ -1,0 +1,79 @@
+//! The few places that need `unsafe`: taking ownership of file descriptors
+//! the kernel hands over (SCM_RIGHTS, an inherited listener) and the pty
+//! window-size ioctl. Every block states why it is sound.
+#![allow(unsafe_code)]
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::cmsg_space;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+/// Receives one file descriptor sent with SCM_RIGHTS (runc's console socket
+/// protocol: the pty master, with the pty's name as payload).
+pub fn recv_fd(stream: &UnixStream) -> std::io::Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut buf)];
+    let mut space = cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(std::io::Error::from)?;
+    for cmsg in msg.cmsgs().map_err(std::io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel just installed `fd` in our table for this
+                // message; nothing else refers to it, so we may own it.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(std::io::Error::other(
+        "console socket message carried no fd",
+    ))
+}
+
+/// Takes ownership of a descriptor inherited across exec.
+///
+/// # Errors
+/// Fails if `fd` is not open in this process.
+pub fn adopt_inherited_fd(fd: RawFd) -> std::io::Result<OwnedFd> {
+    nix::fcntl::fcntl(
+        // SAFETY: only used to probe whether `fd` is open; not kept.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+        nix::fcntl::FcntlArg::F_GETFD,
+    )
+    .map_err(std::io::Error::from)?;
+    // SAFETY: the parent passed this fd to us on purpose (it is named by our
+    // own command line protocol) and no other owner exists in this process.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets a pty's window size.
+pub fn set_winsize(fd: &OwnedFd, width: u16, height: u16) -> std::io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, which points
+    // to a live, initialised value; `fd` is a valid open descriptor.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Registers an owned fd with tokio's reactor.
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of `fd`, so the descriptor stays
+    // open for exactly as long as it is registered and nobody else can
+    // close or reuse it meanwhile (the I/O-safety contract of `register`).
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
+}
