@@ -187,8 +187,11 @@ fn serve(flags: &Flags) -> Result<()> {
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| Error::InvalidArgument("TTRPC_ADDRESS is not set".into()))?;
 
+    sys::limit_malloc_arenas();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        // Blocking threads (console sockets) are rare: let them go quickly.
+        .thread_keep_alive(Duration::from_secs(1))
         .build()
         .map_err(|e| Error::io("start the async runtime", e))?;
     rt.block_on(async move {

@@ -26,7 +26,7 @@ pub mod runc;
 pub mod service;
 pub mod shim;
 pub mod stats;
-mod sys;
+pub(crate) mod sys;
 pub mod validate;
 
 pub use error::{Error, Result};

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::EnvFilter;
+use tracing::level_filters::LevelFilter;
 
 /// A writer that drops what does not fit instead of blocking.
 #[derive(Clone)]
@@ -38,7 +38,7 @@ impl<'a> MakeWriter<'a> for NonBlocking {
 }
 
 /// Sends the shim's tracing output to `bundle/log` (read by containerd).
-/// `HOLDFAST_SHIM_LOG` overrides the level filter (e.g. `debug`).
+/// `HOLDFAST_SHIM_LOG` overrides the level (`error` ... `trace`).
 pub fn init(bundle: &Path, debug: bool) {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -47,11 +47,18 @@ pub fn init(bundle: &Path, debug: bool) {
         .open(bundle.join("log"))
         .ok()
         .map(Arc::new);
-    let default = if debug { "debug" } else { "info" };
-    let filter =
-        EnvFilter::try_from_env("HOLDFAST_SHIM_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // A plain level, not an EnvFilter: its regex engine would cost every
+    // shim a few hundred KiB.
+    let level = std::env::var("HOLDFAST_SHIM_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(if debug {
+            LevelFilter::DEBUG
+        } else {
+            LevelFilter::INFO
+        });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_writer(NonBlocking(file))
         .with_ansi(false)
         .json()

@@ -18,7 +18,7 @@ use containerd_shim_protos::events::task::{
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageField, MessageFull};
+use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
 use containerd_shim_protos::shim_async::EventsClient;
@@ -76,29 +76,41 @@ impl Event {
         }
     }
 
-    fn to_any(&self) -> Result<Any, containerd_shim_protos::protobuf::Error> {
+    /// The type name containerd's typeurl registry knows the event by.
+    /// Spelled out rather than read from the protobuf descriptor: building
+    /// the reflection pool costs every shim hundreds of KiB of heap.
+    fn type_name(&self) -> &'static str {
         match self {
-            Event::Create(e) => pack(e),
-            Event::Start(e) => pack(e),
-            Event::Exit(e) => pack(e),
-            Event::Delete(e) => pack(e),
-            Event::ExecAdded(e) => pack(e),
-            Event::ExecStarted(e) => pack(e),
-            Event::Paused(e) => pack(e),
-            Event::Resumed(e) => pack(e),
-            Event::Oom(e) => pack(e),
+            Event::Create(_) => "containerd.events.TaskCreate",
+            Event::Start(_) => "containerd.events.TaskStart",
+            Event::Exit(_) => "containerd.events.TaskExit",
+            Event::Delete(_) => "containerd.events.TaskDelete",
+            Event::ExecAdded(_) => "containerd.events.TaskExecAdded",
+            Event::ExecStarted(_) => "containerd.events.TaskExecStarted",
+            Event::Paused(_) => "containerd.events.TaskPaused",
+            Event::Resumed(_) => "containerd.events.TaskResumed",
+            Event::Oom(_) => "containerd.events.TaskOOM",
         }
     }
-}
 
-/// Packs an event the way containerd's typeurl registry names it: the full
-/// protobuf name, no `type.googleapis.com/` prefix.
-fn pack<M: MessageFull>(m: &M) -> Result<Any, containerd_shim_protos::protobuf::Error> {
-    Ok(Any {
-        type_url: M::descriptor().full_name().to_string(),
-        value: m.write_to_bytes()?,
-        ..Default::default()
-    })
+    fn to_any(&self) -> Result<Any, containerd_shim_protos::protobuf::Error> {
+        let value = match self {
+            Event::Create(e) => e.write_to_bytes()?,
+            Event::Start(e) => e.write_to_bytes()?,
+            Event::Exit(e) => e.write_to_bytes()?,
+            Event::Delete(e) => e.write_to_bytes()?,
+            Event::ExecAdded(e) => e.write_to_bytes()?,
+            Event::ExecStarted(e) => e.write_to_bytes()?,
+            Event::Paused(e) => e.write_to_bytes()?,
+            Event::Resumed(e) => e.write_to_bytes()?,
+            Event::Oom(e) => e.write_to_bytes()?,
+        };
+        Ok(Any {
+            type_url: self.type_name().to_string(),
+            value,
+            ..Default::default()
+        })
+    }
 }
 
 /// Where the shim's lifecycle code sends events; tests replace it with a
@@ -347,8 +359,21 @@ mod tests {
     }
 
     #[test]
-    fn any_carries_containerd_type_name() {
-        let any = exit_event(3).to_any().unwrap();
-        assert_eq!(any.type_url, "containerd.events.TaskExit");
+    fn type_names_match_the_protobuf_descriptors() {
+        use containerd_shim_protos::protobuf::MessageFull;
+        let all = [
+            (Event::Create(Default::default()), TaskCreate::descriptor()),
+            (Event::Start(Default::default()), TaskStart::descriptor()),
+            (exit_event(3), TaskExit::descriptor()),
+            (Event::Delete(Default::default()), TaskDelete::descriptor()),
+            (Event::ExecAdded(Default::default()), TaskExecAdded::descriptor()),
+            (Event::ExecStarted(Default::default()), TaskExecStarted::descriptor()),
+            (Event::Paused(Default::default()), TaskPaused::descriptor()),
+            (Event::Resumed(Default::default()), TaskResumed::descriptor()),
+            (Event::Oom(Default::default()), TaskOOM::descriptor()),
+        ];
+        for (event, descriptor) in all {
+            assert_eq!(event.to_any().unwrap().type_url, descriptor.full_name());
+        }
     }
 }

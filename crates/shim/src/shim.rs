@@ -273,6 +273,7 @@ impl TaskShim {
                 exited_at: MessageField::some(timestamp(exit.at)),
                 ..Default::default()
             }));
+            crate::sys::trim_heap();
         });
     }
 
@@ -296,6 +297,7 @@ impl TaskShim {
                 ..Default::default()
             }));
             tracing::info!(id, pid = p.pid(), "task started");
+            crate::sys::trim_heap();
             return Ok(p.pid());
         }
         match c.init.status() {
@@ -435,6 +437,7 @@ impl TaskShim {
         if !exec_id.is_empty() {
             c.remove_exec(exec_id);
             p.io.close();
+            crate::sys::trim_heap();
             return Ok((p.pid(), p.exit()));
         }
         let never_started = p.status() == Status::Created;
@@ -587,9 +590,8 @@ fn describe(id: &str, exec_id: &str) -> String {
 }
 
 async fn read_pid(path: &Path) -> Result<u32> {
-    let s = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
+    // A few bytes on a tmpfs: read inline rather than on a blocking thread.
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
     s.trim()
         .parse()
         .map_err(|_| Error::Other(format!("pid file {} holds {s:?}", path.display())))

@@ -77,3 +77,23 @@ pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd
     // close or reuse it meanwhile (the I/O-safety contract of `register`).
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)
 }
+
+/// One malloc arena for the whole shim: every extra thread would otherwise
+/// get its own arena, each costing private memory in every shim.
+pub fn limit_malloc_arenas() {
+    // SAFETY: mallopt only adjusts allocator tuning; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Gives freed heap pages back to the kernel. The shim's heap is busiest
+/// while it creates and starts a task; once the task is up it idles for
+/// days, so the peak need not stay resident.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory held by the allocator.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
