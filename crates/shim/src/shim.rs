@@ -33,6 +33,8 @@ const INIT_OUTPUT_GRACE: Duration = Duration::from_secs(5);
 /// How long an exec's output may stay open after it exited (a background
 /// child of the exec may hold it).
 const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long a shim with no task left waits for containerd's Shutdown.
+const FORGOTTEN_EXIT_AFTER: Duration = Duration::from_secs(60);
 
 /// What Create needs.
 #[derive(Debug, Default)]
@@ -423,7 +425,7 @@ impl TaskShim {
     }
 
     /// Delete a stopped process; for init, the whole container.
-    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<(u32, Option<Exit>)> {
+    pub async fn delete(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<(u32, Option<Exit>)> {
         let (c, p) = self.process(id, exec_id)?;
         match p.status() {
             Status::Running | Status::Paused => {
@@ -458,7 +460,14 @@ impl TaskShim {
             container::unmount_rootfs(&c.bundle);
         }
         let _ = std::fs::remove_file(c.bundle.join("init.pid"));
-        self.containers().remove(id);
+        let none_left = {
+            let mut containers = self.containers();
+            containers.remove(id);
+            containers.is_empty()
+        };
+        if none_left {
+            self.exit_if_forgotten();
+        }
         let exit = p.exit();
         self.events.publish(Event::Delete(TaskDelete {
             container_id: id.to_string(),
@@ -570,6 +579,21 @@ impl TaskShim {
     /// The init pid of `id` (0 if unknown).
     pub fn task_pid(&self, id: &str) -> u32 {
         self.container(id).map(|c| c.init.pid()).unwrap_or(0)
+    }
+
+    /// containerd sends Shutdown right after the last Delete; should it die
+    /// in between, the shim must not linger forever with nothing to serve.
+    fn exit_if_forgotten(self: &Arc<Self>) {
+        let shim = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(FORGOTTEN_EXIT_AFTER).await;
+            if let Some(shim) = shim.upgrade() {
+                if shim.containers().is_empty() {
+                    tracing::info!("no task left and no Shutdown received; exiting");
+                    shim.shutdown.notify_one();
+                }
+            }
+        });
     }
 
     /// Shutdown: exit once no container is left (or at once with `now`).
