@@ -8,8 +8,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing_subscriber::fmt::MakeWriter;
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// A writer that drops what does not fit instead of blocking.
 #[derive(Clone)]

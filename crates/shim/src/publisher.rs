@@ -366,10 +366,19 @@ mod tests {
             (Event::Start(Default::default()), TaskStart::descriptor()),
             (exit_event(3), TaskExit::descriptor()),
             (Event::Delete(Default::default()), TaskDelete::descriptor()),
-            (Event::ExecAdded(Default::default()), TaskExecAdded::descriptor()),
-            (Event::ExecStarted(Default::default()), TaskExecStarted::descriptor()),
+            (
+                Event::ExecAdded(Default::default()),
+                TaskExecAdded::descriptor(),
+            ),
+            (
+                Event::ExecStarted(Default::default()),
+                TaskExecStarted::descriptor(),
+            ),
             (Event::Paused(Default::default()), TaskPaused::descriptor()),
-            (Event::Resumed(Default::default()), TaskResumed::descriptor()),
+            (
+                Event::Resumed(Default::default()),
+                TaskResumed::descriptor(),
+            ),
             (Event::Oom(Default::default()), TaskOOM::descriptor()),
         ];
         for (event, descriptor) in all {

@@ -615,7 +615,8 @@ fn describe(id: &str, exec_id: &str) -> String {
 
 async fn read_pid(path: &Path) -> Result<u32> {
     // A few bytes on a tmpfs: read inline rather than on a blocking thread.
-    let s = std::fs::read_to_string(path).map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
+    let s = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("read pid file {}", path.display()), e))?;
     s.trim()
         .parse()
         .map_err(|_| Error::Other(format!("pid file {} holds {s:?}", path.display())))
