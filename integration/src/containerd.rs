@@ -43,6 +43,9 @@ pub struct Containerd {
     counter: AtomicUsize,
     /// Container and exec ids handed out, for the leak check and teardown.
     names: Mutex<Vec<String>>,
+    /// Exec ids started with `ctr t exec -d`: ctr exits without removing
+    /// their client FIFOs, so [`remove_all`](Self::remove_all) does.
+    detached_execs: Mutex<Vec<String>>,
     /// Shim addresses seen in bundles (`unix:///run/containerd/s/...`).
     shim_addresses: Mutex<Vec<String>>,
 }
@@ -90,6 +93,7 @@ impl Containerd {
             child: Mutex::new(None),
             counter: AtomicUsize::new(0),
             names: Mutex::new(Vec::new()),
+            detached_execs: Mutex::new(Vec::new()),
             shim_addresses: Mutex::new(Vec::new()),
         };
         rootfs::busybox(&cd.rootfs)?;
@@ -490,6 +494,31 @@ disabled_plugins = [
         self.ctr(&a)
     }
 
+    /// `ctr t exec -d --exec-id <exec_id> id command`: starts the exec and
+    /// returns at once.
+    pub fn exec_detached(&self, id: &str, exec_id: &str, command: &[&str]) -> Result<()> {
+        if let Ok(mut v) = self.detached_execs.lock() {
+            v.push(exec_id.to_string());
+        }
+        self.exec(&["-d"], id, exec_id, command)?
+            .ok()
+            .with_context(|| format!("exec {exec_id} in {id} detached"))?;
+        Ok(())
+    }
+
+    /// `ctr t exec --exec-id <exec_id> id command` with `input` on its stdin.
+    pub fn exec_stdin(
+        &self,
+        id: &str,
+        exec_id: &str,
+        command: &[&str],
+        input: &[u8],
+    ) -> Result<Output> {
+        let mut a = vec!["t", "exec", "--exec-id", exec_id, id];
+        a.extend_from_slice(command);
+        self.ctr_stdin(&a, input)
+    }
+
     /// `ctr t kill -s <signal> id`.
     pub fn kill(&self, id: &str, signal: &str) -> Result<Output> {
         self.ctr(&["t", "kill", "-s", signal, id])
@@ -565,6 +594,9 @@ disabled_plugins = [
                 errors.push(format!("{id}: {e:#}"));
             }
         }
+        // ctr leaves the FIFOs of detached execs to whoever deletes them.
+        let detached = self.detached_execs.lock().map(|v| v.clone()).unwrap_or_default();
+        system::remove_fifos_for(&detached);
         if !errors.is_empty() {
             bail!("could not remove: {}", errors.join("; "));
         }
