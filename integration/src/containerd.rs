@@ -402,6 +402,7 @@ disabled_plugins = [
             .with_context(|| format!("run {id} detached"))?;
         self.remember_shim_address(id);
         self.wait_status(id, "RUNNING", Duration::from_secs(20))?;
+        self.check_shim_binary(id)?;
         self.task_pid(id)?
             .with_context(|| format!("task {id} has no pid"))
     }
@@ -417,6 +418,31 @@ disabled_plugins = [
     pub fn fire(&self, name: &str) -> Result<()> {
         let p = self.rootfs.join("tmp").join(name);
         fs::write(&p, b"go").with_context(|| format!("write {}", p.display()))
+    }
+
+    /// The pid of the shim serving task `id` (its argv holds `-id <id>`).
+    pub fn shim_pid_of(&self, id: &str) -> Option<u32> {
+        self.shim_pids().into_iter().find(|p| {
+            procs::cmdline(*p)
+                .windows(2)
+                .any(|w| (w[0] == "-id" || w[0] == "--id") && w[1] == id)
+        })
+    }
+
+    /// Checks that task `id` is served by the binary of the runtime under
+    /// test (so a test cannot pass on the wrong shim).
+    pub fn check_shim_binary(&self, id: &str) -> Result<()> {
+        let want = crate::shim_binary();
+        let pid = self
+            .shim_pid_of(id)
+            .with_context(|| format!("no shim process serves task {id}"))?;
+        let argv0 = procs::cmdline(pid).first().cloned().unwrap_or_default();
+        if Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned())
+            != Some(want.clone())
+        {
+            bail!("task {id} is served by {argv0}, not {want}");
+        }
+        Ok(())
     }
 
     /// Records the shim address of `id` from its bundle, for the leak check.

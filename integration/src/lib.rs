@@ -134,6 +134,17 @@ pub fn is_go_shim() -> bool {
     runtime().starts_with("io.containerd.runc.")
 }
 
+/// The binary containerd runs for [`runtime()`]: `containerd-shim-` and
+/// the runtime name's last two dot-separated parts joined by `-`.
+pub fn shim_binary() -> String {
+    let rt = runtime();
+    let parts: Vec<&str> = rt.rsplitn(3, '.').collect();
+    match parts.as_slice() {
+        [version, name, _] => format!("containerd-shim-{name}-{version}"),
+        _ => format!("containerd-shim-{rt}"),
+    }
+}
+
 /// True when running as root.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
