@@ -1,0 +1,2 @@
+//! holdfast's log journal (work in progress).
+#![deny(unsafe_code)]
