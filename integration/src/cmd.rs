@@ -83,7 +83,10 @@ pub fn describe(cmd: &Command) -> String {
 pub fn wait_deadline(child: &mut Child, deadline: Instant, what: &str) -> Result<ExitStatus> {
     let mut pause = Duration::from_millis(2);
     loop {
-        if let Some(status) = child.try_wait().with_context(|| format!("wait for {what}"))? {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("wait for {what}"))?
+        {
             return Ok(status);
         }
         if Instant::now() >= deadline {

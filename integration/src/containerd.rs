@@ -45,7 +45,7 @@ pub struct Containerd {
     names: Mutex<Vec<String>>,
     /// Exec ids started with `ctr t exec -d`: ctr exits without removing
     /// their client FIFOs, so [`remove_all`](Self::remove_all) does.
-    detached_execs: Mutex<Vec<String>>,
+    detached_execs: Mutex<Vec<(String, String)>>,
     /// Shim addresses seen in bundles (`unix:///run/containerd/s/...`).
     shim_addresses: Mutex<Vec<String>>,
 }
@@ -279,10 +279,7 @@ disabled_plugins = [
 
     /// `kill -9` containerd and wait until it is gone. Shims stay.
     pub fn kill9(&self) -> Result<()> {
-        let mut guard = self
-            .child
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut guard = self.child.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         if let Some(mut child) = guard.take() {
             let _ = child.kill();
             child.wait().context("wait for killed containerd")?;
@@ -292,10 +289,7 @@ disabled_plugins = [
 
     /// SIGTERM containerd, SIGKILL after 10 s.
     pub fn stop(&self) -> Result<()> {
-        let mut guard = self
-            .child
-            .lock()
-            .map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut guard = self.child.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
         if let Some(mut child) = guard.take() {
             if let Ok(raw) = i32::try_from(child.id()) {
                 let _ = nix::sys::signal::kill(
@@ -437,12 +431,71 @@ disabled_plugins = [
             .shim_pid_of(id)
             .with_context(|| format!("no shim process serves task {id}"))?;
         let argv0 = procs::cmdline(pid).first().cloned().unwrap_or_default();
-        if Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned())
+        if Path::new(&argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
             != Some(want.clone())
         {
             bail!("task {id} is served by {argv0}, not {want}");
         }
         Ok(())
+    }
+
+    /// The shim binary of the runtime under test: holdfast's from
+    /// `HOLDFAST_BIN_DIR`, the Go one from this containerd's folder.
+    pub fn shim_binary_path(&self) -> PathBuf {
+        let name = crate::shim_binary();
+        let ours = crate::bin_dir().join(&name);
+        if ours.exists() {
+            ours
+        } else {
+            self.version.bin_dir().join(name)
+        }
+    }
+
+    /// Runs the shim's `start` subcommand by hand, as containerd would, for
+    /// task `id` with its cwd in `bundle`; on success its stdout is the
+    /// address of the daemon it leaves, which serves this containerd (the
+    /// leak check and teardown see it).
+    pub fn start_shim_by_hand(&self, id: &str, bundle: &Path) -> Result<Output> {
+        let mut c = Command::new(self.shim_binary_path());
+        c.current_dir(bundle)
+            .env("PATH", self.path_env())
+            .env("TTRPC_ADDRESS", self.dir.join("c.sock.ttrpc"))
+            .env("GRPC_ADDRESS", self.address())
+            .env("NAMESPACE", &self.ns)
+            .env("MAX_SHIM_VERSION", "2")
+            .args(["-namespace", &self.ns, "-id", id, "-address"])
+            .arg(self.address())
+            .arg("-publish-binary")
+            .arg(self.version.bin_dir().join("containerd"))
+            .arg("start");
+        let out = cmd::run(c, Some(b""), Duration::from_secs(20))?;
+        if out.success() {
+            if let Ok(mut v) = self.shim_addresses.lock() {
+                v.push(out.stdout.trim().to_string());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the shim's `delete` subcommand (containerd's cleanup after a
+    /// shim is gone) for task `id` with bundle `bundle`.
+    pub fn delete_shim_by_hand(&self, id: &str, bundle: &Path) -> Result<Output> {
+        let mut c = Command::new(self.shim_binary_path());
+        c.current_dir(bundle)
+            .env("PATH", self.path_env())
+            .env("TTRPC_ADDRESS", self.dir.join("c.sock.ttrpc"))
+            .env("GRPC_ADDRESS", self.address())
+            .env("NAMESPACE", &self.ns)
+            .args(["-namespace", &self.ns, "-id", id, "-address"])
+            .arg(self.address())
+            .arg("-publish-binary")
+            .arg(self.version.bin_dir().join("containerd"))
+            .arg("-bundle")
+            .arg(bundle)
+            .arg("delete");
+        cmd::run(c, None, Duration::from_secs(20))
     }
 
     /// Records the shim address of `id` from its bundle, for the leak check.
@@ -512,7 +565,13 @@ disabled_plugins = [
     }
 
     /// `ctr t exec --exec-id <exec_id> <flags> id command` in the foreground.
-    pub fn exec(&self, flags: &[&str], id: &str, exec_id: &str, command: &[&str]) -> Result<Output> {
+    pub fn exec(
+        &self,
+        flags: &[&str],
+        id: &str,
+        exec_id: &str,
+        command: &[&str],
+    ) -> Result<Output> {
         let mut a = vec!["t", "exec", "--exec-id", exec_id];
         a.extend_from_slice(flags);
         a.push(id);
@@ -524,7 +583,7 @@ disabled_plugins = [
     /// returns at once.
     pub fn exec_detached(&self, id: &str, exec_id: &str, command: &[&str]) -> Result<()> {
         if let Ok(mut v) = self.detached_execs.lock() {
-            v.push(exec_id.to_string());
+            v.push((id.to_string(), exec_id.to_string()));
         }
         self.exec(&["-d"], id, exec_id, command)?
             .ok()
@@ -564,6 +623,18 @@ disabled_plugins = [
             let _ = self.wait_status(id, "STOPPED", Duration::from_secs(10));
             self.ctr(&["t", "delete", "-f", id])?.ok()?;
         }
+        // ctr leaves the FIFOs of detached execs to whoever deletes them.
+        let detached: Vec<String> = self
+            .detached_execs
+            .lock()
+            .map(|v| {
+                v.iter()
+                    .filter(|(task, _)| task == id)
+                    .map(|(_, e)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        system::remove_fifos_for(&detached);
         let out = self.ctr(&["c", "rm", id])?;
         if !out.success() && !out.text_lower().contains("not found") {
             bail!("{out}");
@@ -575,7 +646,9 @@ disabled_plugins = [
     /// the `/namespaces/update` of a probe label.
     pub fn events(&self) -> Result<Events> {
         let mut c = self.ctr_command(&["events"]);
-        c.stdout(Stdio::piped()).stderr(Stdio::null()).stdin(Stdio::null());
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .stdin(Stdio::null());
         let child = c.spawn().context("spawn ctr events")?;
         let events = Events::collect(child)?;
         let probe = format!("hf-probe={}", self.counter.fetch_add(1, Ordering::SeqCst));
@@ -585,9 +658,7 @@ disabled_plugins = [
             let value = probe.split('=').nth(1).unwrap_or_default().to_string();
             let seen = events.wait_for("probe", Duration::from_millis(500), |e| {
                 e.topic == "/namespaces/update"
-                    && e.body
-                        .pointer("/labels/hf-probe")
-                        .and_then(|v| v.as_str())
+                    && e.body.pointer("/labels/hf-probe").and_then(|v| v.as_str())
                         == Some(value.as_str())
             });
             if seen.is_ok() {
@@ -620,9 +691,6 @@ disabled_plugins = [
                 errors.push(format!("{id}: {e:#}"));
             }
         }
-        // ctr leaves the FIFOs of detached execs to whoever deletes them.
-        let detached = self.detached_execs.lock().map(|v| v.clone()).unwrap_or_default();
-        system::remove_fifos_for(&detached);
         if !errors.is_empty() {
             bail!("could not remove: {}", errors.join("; "));
         }

@@ -108,10 +108,7 @@ impl Events {
                 return Ok(ev);
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "no event {what} within {timeout:?}; got:\n{}",
-                    self.dump()
-                );
+                bail!("no event {what} within {timeout:?}; got:\n{}", self.dump());
             }
             thread::sleep(Duration::from_millis(20));
         }

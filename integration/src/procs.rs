@@ -71,7 +71,8 @@ pub fn shims_of(address: &Path) -> Vec<u32> {
                     .is_some_and(|n| n.to_string_lossy().starts_with("containerd-shim"))
             });
             let flag = |a: &str| a == "-address" || a == "--address";
-            let joined = |a: &str| a == format!("-address={want}") || a == format!("--address={want}");
+            let joined =
+                |a: &str| a == format!("-address={want}") || a == format!("--address={want}");
             is_shim
                 && argv.iter().enumerate().any(|(i, a)| {
                     (flag(a) && argv.get(i + 1).is_some_and(|v| *v == want)) || joined(a)

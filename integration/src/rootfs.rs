@@ -31,8 +31,7 @@ pub fn busybox(dir: &Path) -> Result<()> {
         if applet.is_empty() || applet == "busybox" || applet.contains('/') {
             continue;
         }
-        symlink("busybox", bin.join(applet))
-            .with_context(|| format!("link applet {applet}"))?;
+        symlink("busybox", bin.join(applet)).with_context(|| format!("link applet {applet}"))?;
     }
     fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")
         .context("write etc/passwd")?;

@@ -103,6 +103,48 @@ impl ShimClient {
         Ok(())
     }
 
+    /// Create of a task from the bundle at `bundle` (no rootfs mounts: the
+    /// bundle's config.json names the root), without stdio.
+    pub fn create(&self, id: &str, bundle: &str) -> Result<u32, RpcError> {
+        let req = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.to_string(),
+            ..Default::default()
+        };
+        Ok(self.task.create(Self::ctx(), &req)?.pid)
+    }
+
+    /// Delete of the init process (after a Create) or an exec.
+    pub fn delete(&self, id: &str, exec_id: &str) -> Result<u32, RpcError> {
+        let req = api::DeleteRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        Ok(self.task.delete(Self::ctx(), &req)?.exit_status)
+    }
+
+    /// Shutdown: the shim exits once it has no task left.
+    pub fn shutdown(&self, id: &str) -> Result<(), RpcError> {
+        let req = api::ShutdownRequest {
+            id: id.to_string(),
+            now: true,
+            ..Default::default()
+        };
+        match self.task.shutdown(Self::ctx(), &req) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = RpcError::from(e);
+                // The shim may exit before it answers.
+                if e.code == "TRANSPORT" {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
     /// Kill of the init process or an exec.
     pub fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), RpcError> {
         let req = api::KillRequest {

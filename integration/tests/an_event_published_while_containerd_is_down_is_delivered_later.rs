@@ -24,7 +24,13 @@ use holdfast_integration::{each_version, env_usize, is_go_shim, procs, Container
 
 /// Whether the shim's `/tasks/exit` for `id` reached containerd after the
 /// log offset `since`, within `window`.
-fn delivered(cd: &Containerd, events: &Events, id: &str, since: usize, window: Duration) -> Option<String> {
+fn delivered(
+    cd: &Containerd,
+    events: &Events,
+    id: &str,
+    since: usize,
+    window: Duration,
+) -> Option<String> {
     let deadline = Instant::now() + window;
     loop {
         let log = cd.log();

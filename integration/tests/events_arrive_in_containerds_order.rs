@@ -29,7 +29,13 @@ fn a_task_publishes_create_start_exit_delete_in_order() {
         let mine: Vec<Event> = events.all().into_iter().filter(|e| e.is_for(&id)).collect();
         let topics = task_topics(&mine);
         ensure!(
-            topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"],
+            topics
+                == [
+                    "/tasks/create",
+                    "/tasks/start",
+                    "/tasks/exit",
+                    "/tasks/delete"
+                ],
             "topics for {id}: {topics:?}\n{}",
             events.dump()
         );
@@ -51,8 +57,12 @@ fn an_exec_publishes_added_started_exit_in_order() {
         let e = cd.exec_id();
         let out = cd.exec(&[], &id, &e, &["/bin/sh", "-c", "exit 3"])?;
         ensure!(out.code == Some(3), "{out}");
-        let is_exec = |ev: &Event| ev.field("exec_id") == Some(e.as_str()) || ev.field("id") == Some(e.as_str());
-        events.wait_for("exec exit", WAIT, |ev| ev.topic == "/tasks/exit" && is_exec(ev))?;
+        let is_exec = |ev: &Event| {
+            ev.field("exec_id") == Some(e.as_str()) || ev.field("id") == Some(e.as_str())
+        };
+        events.wait_for("exec exit", WAIT, |ev| {
+            ev.topic == "/tasks/exit" && is_exec(ev)
+        })?;
         let mine: Vec<Event> = events.all().into_iter().filter(|ev| is_exec(ev)).collect();
         let topics = task_topics(&mine);
         ensure!(
@@ -84,9 +94,13 @@ fn pause_and_resume_publish_their_events() {
         cd.run_detached(&id, &["/bin/sleep", "1000"])?;
         let events = cd.events()?;
         cd.ctr(&["t", "pause", &id])?.ok()?;
-        events.wait_for("/tasks/paused", WAIT, |e| e.topic == "/tasks/paused" && e.is_for(&id))?;
+        events.wait_for("/tasks/paused", WAIT, |e| {
+            e.topic == "/tasks/paused" && e.is_for(&id)
+        })?;
         cd.ctr(&["t", "resume", &id])?.ok()?;
-        events.wait_for("/tasks/resumed", WAIT, |e| e.topic == "/tasks/resumed" && e.is_for(&id))?;
+        events.wait_for("/tasks/resumed", WAIT, |e| {
+            e.topic == "/tasks/resumed" && e.is_for(&id)
+        })?;
         cd.assert_clean()
     });
 }
@@ -107,7 +121,9 @@ fn running_out_of_memory_publishes_an_oom_event() {
                 "dd if=/dev/zero of=/dev/null bs=128M count=1; sleep 1000",
             ],
         )?;
-        events.wait_for("/tasks/oom", WAIT, |e| e.topic == "/tasks/oom" && e.is_for(&id))?;
+        events.wait_for("/tasks/oom", WAIT, |e| {
+            e.topic == "/tasks/oom" && e.is_for(&id)
+        })?;
         cd.assert_clean()
     });
 }

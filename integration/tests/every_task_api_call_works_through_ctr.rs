@@ -71,7 +71,10 @@ fn kill_signals_the_init_process_and_delete_returns_its_status() {
         cd.kill(&id, "SIGTERM")?.ok()?;
         cd.wait_status(&id, "STOPPED", WAIT)?;
         let out = cd.delete_task(&id)?;
-        ensure!(deleted_exit_status(&out) == Some(9), "want status 9:\n{out}");
+        ensure!(
+            deleted_exit_status(&out) == Some(9),
+            "want status 9:\n{out}"
+        );
         ensure!(cd.task(&id)?.is_none(), "task still listed after delete");
 
         // A clean exit reports 0.
@@ -80,7 +83,10 @@ fn kill_signals_the_init_process_and_delete_returns_its_status() {
         cd.fire(&id)?;
         cd.wait_status(&id, "STOPPED", WAIT)?;
         let out = cd.delete_task(&id)?;
-        ensure!(deleted_exit_status(&out) == Some(0), "want status 0:\n{out}");
+        ensure!(
+            deleted_exit_status(&out) == Some(0),
+            "want status 0:\n{out}"
+        );
         cd.assert_clean()
     });
 }
@@ -101,7 +107,8 @@ fn kill_all_reaches_every_process_of_the_task() {
             .filter_map(|l| l.split_whitespace().next()?.parse().ok())
             .find(|p| *p != init)
             .with_context(|| format!("no exec pid in:\n{all}"))?;
-        cd.ctr(&["t", "kill", "--all", "-s", "SIGKILL", &id])?.ok()?;
+        cd.ctr(&["t", "kill", "--all", "-s", "SIGKILL", &id])?
+            .ok()?;
         cd.wait_status(&id, "STOPPED", WAIT)?;
         ensure!(
             procs::wait_gone(exec_pid, WAIT),
@@ -124,7 +131,12 @@ fn exec_has_its_own_lifecycle_and_exit_code() {
         ensure!(out.code == Some(3), "want exec exit code 3:\n{out}");
 
         let e = cd.exec_id();
-        let out = cd.exec(&[], &id, &e, &["/bin/sh", "-c", "echo from-exec; echo err >&2"])?;
+        let out = cd.exec(
+            &[],
+            &id,
+            &e,
+            &["/bin/sh", "-c", "echo from-exec; echo err >&2"],
+        )?;
         ensure!(
             out.success() && out.stdout == "from-exec\n" && out.stderr.contains("err"),
             "exec stdio:\n{out}"
@@ -132,10 +144,23 @@ fn exec_has_its_own_lifecycle_and_exit_code() {
 
         let e = cd.exec_id();
         let out = cd.exec_stdin(&id, &e, &["/bin/head", "-n1"], b"to-exec\n")?;
-        ensure!(out.success() && out.stdout == "to-exec\n", "exec stdin:\n{out}");
+        ensure!(
+            out.success() && out.stdout == "to-exec\n",
+            "exec stdin:\n{out}"
+        );
 
         let e = cd.exec_id();
-        let out = cd.ctr_pty(&["t", "exec", "-t", "--exec-id", &e, &id, "/bin/sh", "-c", "tty; exit 5"])?;
+        let out = cd.ctr_pty(&[
+            "t",
+            "exec",
+            "-t",
+            "--exec-id",
+            &e,
+            &id,
+            "/bin/sh",
+            "-c",
+            "tty; exit 5",
+        ])?;
         ensure!(out.stdout.contains("/dev/pts/"), "exec -t output:\n{out}");
         ensure!(out.code == Some(5), "want exec -t exit code 5:\n{out}");
 

@@ -29,7 +29,9 @@ fn running_tasks_survive_a_containerd_kill9_and_stay_usable() {
         cd.restart()?;
 
         for (id, pid) in [(&a, pid_a), (&b, pid_b)] {
-            let row = cd.task(id)?.with_context(|| format!("{id} lost after restart"))?;
+            let row = cd
+                .task(id)?
+                .with_context(|| format!("{id} lost after restart"))?;
             ensure!(
                 row.status == "RUNNING" && row.pid == pid,
                 "after restart: {row:?}, want RUNNING pid {pid}"
