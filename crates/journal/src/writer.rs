@@ -1,0 +1,544 @@
+//! The writer of one stream: encodes, appends, rotates, accounts the budget
+//! and applies the full policy.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{fallocate, FallocateFlags};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::config::FullPolicy;
+use crate::error::{JournalError, Result};
+use crate::journal::{Key, Shared};
+use crate::record::{encode_append, format_timestamp, push_record, Stream};
+use crate::segment::segment_path;
+
+/// How long [`StreamWriter::wait_for_space`] waits at most: space freed on
+/// the filesystem by someone else sends no notification.
+pub const SPACE_RETRY: Duration = Duration::from_secs(1);
+
+/// Why an append found no room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullCause {
+    /// The task's budget is spent by segments some consumer has not read.
+    Budget,
+    /// The filesystem said `ENOSPC` or `EDQUOT`.
+    Filesystem,
+}
+
+/// What [`StreamWriter::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Appended {
+    /// Every byte was written (`records` records, `bytes` bytes on disk,
+    /// including a drop marker written first, if one was due).
+    Written {
+        /// Records written.
+        records: usize,
+        /// Bytes added to segment files.
+        bytes: u64,
+    },
+    /// Policy `block`: no room. The first `accepted` bytes of the input were
+    /// written (0 unless the filesystem filled up in the middle of an append
+    /// larger than a segment); keep the rest, stop reading the container's
+    /// pipe, [`StreamWriter::wait_for_space`], and append the rest again.
+    Full {
+        /// Input bytes written before the journal was full.
+        accepted: usize,
+        /// Budget or filesystem.
+        cause: FullCause,
+    },
+    /// Policy `drop`: no room; the input after its first `accepted` bytes
+    /// was dropped and counted, and a marker record will say so.
+    Dropped {
+        /// Input bytes written before the journal was full.
+        accepted: usize,
+        /// Input bytes dropped.
+        dropped: u64,
+        /// Budget or filesystem.
+        cause: FullCause,
+    },
+}
+
+struct Current {
+    seq: u64,
+    file: File,
+    size: u64,
+    path: PathBuf,
+}
+
+enum Failure {
+    NoSpace(FullCause),
+    Other(JournalError),
+}
+
+/// Appends one process stream's output to its segment files. Made by
+/// [`crate::Journal::writer`]; one per stream at a time.
+///
+/// Every append is one `write(2)` per segment it touches (one, unless it is
+/// larger than what is left of a segment and of the next). Nothing here
+/// blocks on anything but the local filesystem.
+pub struct StreamWriter {
+    shared: Arc<Shared>,
+    key: Key,
+    cur: Option<Current>,
+    dirty: bool,
+    last_sync: Instant,
+    dropped_pending: u64,
+    dropped_total: u64,
+    space_rx: watch::Receiver<u64>,
+    buf: Vec<u8>,
+    ends: Vec<(usize, usize)>,
+    fallocate_ok: bool,
+}
+
+impl std::fmt::Debug for StreamWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamWriter")
+            .field("process", &self.key.0)
+            .field("stream", &self.key.1)
+            .field("segment", &self.cur.as_ref().map(|c| c.seq))
+            .field("dropped_pending", &self.dropped_pending)
+            .finish()
+    }
+}
+
+fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+impl StreamWriter {
+    pub(crate) fn new(shared: Arc<Shared>, key: Key) -> StreamWriter {
+        let space_rx = shared.space_tx.subscribe();
+        StreamWriter {
+            shared,
+            key,
+            cur: None,
+            dirty: false,
+            last_sync: Instant::now(),
+            dropped_pending: 0,
+            dropped_total: 0,
+            space_rx,
+            buf: Vec::new(),
+            ends: Vec::new(),
+            fallocate_ok: true,
+        }
+    }
+
+    /// The process id this writer writes for.
+    pub fn process(&self) -> &str {
+        &self.key.0
+    }
+
+    /// The stream this writer writes.
+    pub fn stream(&self) -> Stream {
+        self.key.1
+    }
+
+    /// Bytes this writer dropped (policy `drop`) since it was made.
+    pub fn dropped_bytes(&self) -> u64 {
+        self.dropped_total
+    }
+
+    /// Dropped bytes no marker record reports yet.
+    pub fn pending_drop_marker(&self) -> u64 {
+        self.dropped_pending
+    }
+
+    /// Appends what was read from the container, stamped `now`: complete
+    /// lines become `F` records, the bytes after the last `\n` a `P` record,
+    /// text longer than the record size is cut into `P` records.
+    ///
+    /// The whole append is accounted against the budget first; if it does
+    /// not fit, consumed segments are deleted, oldest first; if it still does
+    /// not fit (or the filesystem is full) the policy applies and nothing is
+    /// written. Errors are I/O failures other than a full filesystem, and
+    /// [`JournalError::AppendTooLarge`] under `block` for an append that
+    /// could never fit (more than the budget minus one segment, encoded).
+    pub fn append(&mut self, bytes: &[u8], now: OffsetDateTime) -> Result<Appended> {
+        if bytes.is_empty() {
+            return Ok(Appended::Written {
+                records: 0,
+                bytes: 0,
+            });
+        }
+        // Mark the current space generation seen before looking for room, so
+        // that `wait_for_space` cannot miss a release that happens after.
+        self.space_rx.borrow_and_update();
+        let ts = format_timestamp(now);
+        self.buf.clear();
+        self.ends.clear();
+        let marker = self.dropped_pending > 0;
+        if marker {
+            self.push_marker(&ts);
+        }
+        let config = &self.shared.config;
+        encode_append(
+            &mut self.buf,
+            &mut self.ends,
+            &ts,
+            self.key.1,
+            bytes,
+            config.max_record_bytes,
+        );
+        let max = config.budget_bytes - config.segment_bytes;
+        let policy = config.policy;
+        if self.buf.len() as u64 > max {
+            if policy == FullPolicy::Drop {
+                self.count_drop(bytes.len() as u64);
+                return Ok(Appended::Dropped {
+                    accepted: 0,
+                    dropped: bytes.len() as u64,
+                    cause: FullCause::Budget,
+                });
+            }
+            return Err(JournalError::AppendTooLarge {
+                encoded: self.buf.len() as u64,
+                max,
+            });
+        }
+        let (written_records, failure) = self.write_buf();
+        let written_bytes = self.ends[..written_records].last().map_or(0, |e| e.0) as u64;
+        let accepted = self.ends[..written_records].last().map_or(0, |e| e.1);
+        if marker && written_records > 0 {
+            tracing::info!(
+                process = %self.key.0, stream = %self.key.1, dropped = self.dropped_pending,
+                "journal has room again; wrote the drop marker"
+            );
+            self.dropped_pending = 0;
+        }
+        let cause = match failure {
+            None => {
+                return Ok(Appended::Written {
+                    records: written_records - usize::from(marker),
+                    bytes: written_bytes,
+                })
+            }
+            Some(Failure::Other(e)) => return Err(e),
+            Some(Failure::NoSpace(cause)) => cause,
+        };
+        match policy {
+            FullPolicy::Block => Ok(Appended::Full { accepted, cause }),
+            FullPolicy::Drop => {
+                let dropped = (bytes.len() - accepted) as u64;
+                self.count_drop(dropped);
+                Ok(Appended::Dropped {
+                    accepted,
+                    dropped,
+                    cause,
+                })
+            }
+        }
+    }
+
+    fn push_marker(&mut self, ts: &str) {
+        let text = format!(
+            "holdfast: dropped {} bytes (log budget full)",
+            self.dropped_pending
+        );
+        push_record(&mut self.buf, ts, self.key.1, false, text.as_bytes());
+        self.ends.push((self.buf.len(), 0));
+    }
+
+    fn count_drop(&mut self, n: u64) {
+        if self.dropped_pending == 0 && n > 0 {
+            tracing::warn!(process = %self.key.0, stream = %self.key.1, "journal full: dropping output (policy drop)");
+        }
+        self.dropped_pending += n;
+        self.dropped_total += n;
+        self.shared.lock().dropped_total += n;
+    }
+
+    /// Writes the pending drop marker now, if there is one and it fits.
+    /// `Ok(true)` when no marker is pending any more.
+    pub fn flush_drop_marker(&mut self, now: OffsetDateTime) -> Result<bool> {
+        if self.dropped_pending == 0 {
+            return Ok(true);
+        }
+        self.buf.clear();
+        self.ends.clear();
+        self.push_marker(&format_timestamp(now));
+        let (n, failure) = self.write_buf();
+        if let Some(Failure::Other(e)) = failure {
+            return Err(e);
+        }
+        if n > 0 {
+            tracing::info!(process = %self.key.0, stream = %self.key.1, dropped = self.dropped_pending, "wrote the drop marker");
+            self.dropped_pending = 0;
+        }
+        Ok(n > 0)
+    }
+
+    /// Writes `self.buf` (records ending at `self.ends`): reserves it in the
+    /// budget, rotates, writes. Returns how many records were written and
+    /// why it stopped early.
+    fn write_buf(&mut self) -> (usize, Option<Failure>) {
+        let need = self.buf.len() as u64;
+        {
+            let mut st = self.shared.lock();
+            if !self.shared.reserve(&mut st, need) {
+                return (0, Some(Failure::NoSpace(FullCause::Budget)));
+            }
+        }
+        let seg_bytes = self.shared.config.segment_bytes;
+        let mut start = 0usize;
+        let mut idx = 0usize;
+        let mut failure = None;
+        while idx < self.ends.len() {
+            // Rotate first when the rest does not fit in the current segment,
+            // so an append smaller than a segment is one write in one file.
+            let rest = (self.buf.len() - start) as u64;
+            let rotate = match &self.cur {
+                Some(c) => c.size > 0 && c.size + rest > seg_bytes,
+                None => false,
+            };
+            if rotate {
+                if let Err(e) = self.finish_segment() {
+                    failure = Some(Failure::Other(e));
+                    break;
+                }
+            }
+            if self.cur.is_none() {
+                match self.open_next() {
+                    Ok(()) => {}
+                    Err(f) => {
+                        failure = Some(f);
+                        break;
+                    }
+                }
+            }
+            let size = self.cur.as_ref().map_or(0, |c| c.size);
+            // The records that fit in this segment (at least one).
+            let mut end_idx = idx + 1;
+            while end_idx < self.ends.len()
+                && size + (self.ends[end_idx].0 - start) as u64 <= seg_bytes
+            {
+                end_idx += 1;
+            }
+            let end = self.ends[end_idx - 1].0;
+            if let Err(f) = self.write_batch(start, end) {
+                failure = Some(f);
+                break;
+            }
+            start = end;
+            idx = end_idx;
+        }
+        let mut st = self.shared.lock();
+        if failure.is_some() {
+            // Give back what was reserved and not written.
+            st.used = st.used.saturating_sub(need - start as u64);
+        }
+        if start > 0 {
+            st.stream(&self.key)
+                .data_tx
+                .send_modify(|g| *g = g.wrapping_add(1));
+            if st.fs_full && failure.is_none() {
+                st.fs_full = false;
+                tracing::info!(dir = %self.shared.config.dir.display(), "journal filesystem has room again");
+            }
+        }
+        (idx, failure)
+    }
+
+    fn write_batch(&mut self, start: usize, end: usize) -> std::result::Result<(), Failure> {
+        let Some(cur) = self.cur.as_mut() else {
+            return Err(Failure::Other(JournalError::io(
+                "write",
+                self.shared.config.dir.clone(),
+                std::io::Error::other("no current segment"),
+            )));
+        };
+        let data = &self.buf[start..end];
+        let len = data.len() as u64;
+        if self.fallocate_ok {
+            // Claim the blocks first: a full filesystem then fails here, with
+            // nothing written that a reader could have seen.
+            match fallocate(
+                &cur.file,
+                FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                cur.size as libc::off_t,
+                len as libc::off_t,
+            ) {
+                Ok(()) => {}
+                Err(nix::errno::Errno::ENOSPC) | Err(nix::errno::Errno::EDQUOT) => {
+                    self.note_no_space(&std::io::Error::from_raw_os_error(libc::ENOSPC));
+                    return Err(Failure::NoSpace(FullCause::Filesystem));
+                }
+                Err(_) => self.fallocate_ok = false,
+            }
+        }
+        let Some(cur) = self.cur.as_mut() else {
+            return Err(Failure::NoSpace(FullCause::Filesystem));
+        };
+        if let Err(e) = cur.file.write_all(data) {
+            // Cut a partial write back to the last record boundary.
+            if let Err(te) = cur.file.set_len(cur.size) {
+                tracing::error!(path = %cur.path.display(), error = %te, "cannot cut a partly written record");
+            }
+            if is_no_space(&e) {
+                self.note_no_space(&e);
+                return Err(Failure::NoSpace(FullCause::Filesystem));
+            }
+            return Err(Failure::Other(JournalError::io(
+                "write",
+                cur.path.clone(),
+                e,
+            )));
+        }
+        cur.size += len;
+        self.dirty = true;
+        let (seq, size) = (cur.seq, cur.size);
+        let mut st = self.shared.lock();
+        if let Some(info) = st.stream(&self.key).segments.get_mut(&seq) {
+            info.size = size;
+        }
+        Ok(())
+    }
+
+    fn note_no_space(&self, e: &std::io::Error) {
+        let mut st = self.shared.lock();
+        if !st.fs_full {
+            st.fs_full = true;
+            tracing::warn!(
+                dir = %self.shared.config.dir.display(), error = %e, policy = self.shared.config.policy.as_str(),
+                "journal filesystem is full; applying the full policy until it has room again"
+            );
+        }
+    }
+
+    fn classify(&self, op: &'static str, path: &std::path::Path, e: std::io::Error) -> Failure {
+        if is_no_space(&e) {
+            self.note_no_space(&e);
+            Failure::NoSpace(FullCause::Filesystem)
+        } else {
+            Failure::Other(JournalError::io(op, path, e))
+        }
+    }
+
+    /// Creates the next segment and makes it current.
+    fn open_next(&mut self) -> std::result::Result<(), Failure> {
+        let dir = self.shared.config.dir.clone();
+        let pdir = dir.join(&self.key.0);
+        if let Err(e) = std::fs::create_dir_all(&pdir) {
+            return Err(self.classify("create folder", &pdir, e));
+        }
+        loop {
+            let seq = self.shared.lock().stream(&self.key).next_seq;
+            let path = segment_path(&dir, &self.key.0, self.key.1, seq);
+            match OpenOptions::new().append(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    // Make the new name durable with the data fsynced later.
+                    if let Ok(d) = File::open(&pdir) {
+                        let _ = d.sync_all();
+                    }
+                    self.shared.lock().add_segment(&self.key, seq);
+                    self.cur = Some(Current {
+                        seq,
+                        file,
+                        size: 0,
+                        path,
+                    });
+                    return Ok(());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // Never overwrite: skip a number some earlier run used.
+                    let mut st = self.shared.lock();
+                    let ss = st.stream(&self.key);
+                    ss.next_seq = ss.next_seq.max(seq + 1);
+                }
+                Err(e) => return Err(self.classify("create", &path, e)),
+            }
+        }
+    }
+
+    /// fsyncs and closes the current segment; the next append starts a new one.
+    fn finish_segment(&mut self) -> Result<()> {
+        let Some(cur) = self.cur.take() else {
+            return Ok(());
+        };
+        let res = cur
+            .file
+            .sync_data()
+            .map_err(|e| JournalError::io("fsync", cur.path.clone(), e));
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        let mut st = self.shared.lock();
+        let ss = st.stream(&self.key);
+        if ss.current == Some(cur.seq) {
+            ss.current = None;
+        }
+        self.shared.prune_retained(&mut st, &self.key);
+        res
+    }
+
+    /// Closes the current segment (fsynced) so that the next append starts a
+    /// new one, as size-based rotation does.
+    pub fn rotate(&mut self) -> Result<()> {
+        self.finish_segment()
+    }
+
+    /// fsyncs the current segment if it has unsynced data and the fsync
+    /// interval has passed since the last fsync; also writes a pending drop
+    /// marker if it now fits. Call it from a timer (e.g. every interval) and
+    /// after appends. `Ok(true)` when it synced.
+    pub fn sync_if_due(&mut self, now: Instant) -> Result<bool> {
+        if self.dropped_pending > 0 {
+            self.flush_drop_marker(OffsetDateTime::now_utc())?;
+        }
+        if !self.dirty
+            || now.saturating_duration_since(self.last_sync) < self.shared.config.fsync_interval
+        {
+            return Ok(false);
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
+    /// fsyncs the current segment now (`fdatasync`).
+    pub fn sync(&mut self) -> Result<()> {
+        if let Some(cur) = &self.cur {
+            if self.dirty {
+                cur.file
+                    .sync_data()
+                    .map_err(|e| JournalError::io("fsync", cur.path.clone(), e))?;
+            }
+        }
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Waits until space may have been freed since the last append looked
+    /// for room (a consumer committed past a segment or went away, a segment
+    /// was deleted), or [`SPACE_RETRY`] at most. Then append again.
+    pub async fn wait_for_space(&mut self) {
+        let _ = tokio::time::timeout(SPACE_RETRY, self.space_rx.changed()).await;
+    }
+
+    /// Writes a pending drop marker if it fits, fsyncs and closes the
+    /// stream (e.g. when its process exited). Dropping the writer does the
+    /// same, best effort.
+    pub fn close(mut self) -> Result<()> {
+        self.flush_drop_marker(OffsetDateTime::now_utc())?;
+        self.finish_segment()
+    }
+}
+
+impl Drop for StreamWriter {
+    fn drop(&mut self) {
+        if self.dropped_pending > 0 {
+            let _ = self.flush_drop_marker(OffsetDateTime::now_utc());
+        }
+        if let Err(e) = self.finish_segment() {
+            tracing::warn!(error = %e, "cannot fsync the last journal segment");
+        }
+        let mut st = self.shared.lock();
+        st.stream(&self.key).has_writer = false;
+        drop(st);
+        self.shared.notify_space();
+    }
+}
