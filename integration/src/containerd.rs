@@ -670,6 +670,13 @@ disabled_plugins = [
         }
     }
 
+    /// Removes ctr's client FIFOs of `id` (a container or exec id): for a
+    /// task containerd dropped without a client deleting it (e.g. after its
+    /// shim died), where nobody else would.
+    pub fn remove_client_fifos(&self, id: &str) {
+        system::remove_fifos_for(&[id.to_string()]);
+    }
+
     /// Shim processes of this containerd still alive.
     pub fn shim_pids(&self) -> Vec<u32> {
         procs::shims_of(&self.address())

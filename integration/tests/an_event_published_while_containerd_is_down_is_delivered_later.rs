@@ -79,10 +79,16 @@ fn an_exit_event_published_while_containerd_is_down_is_delivered_after_it_return
         let events = cd.events()?;
 
         if is_go_shim() {
-            // Known weakness of the Go shim: the event was dropped.
+            // Known weakness of the Go shim: the event was dropped. (With
+            // containerd 1.7 its shim is even found dead after such an
+            // outage, containerd removes the task, and nobody deletes ctr's
+            // FIFOs of it.)
             if let Some(how) = delivered(cd, &events, &id, since, Duration::from_secs(10)) {
                 bail!("the Go shim was expected to drop the event, yet it arrived: {how}");
             }
+            cd.remove_all()?;
+            cd.remove_client_fifos(&id);
+            return cd.assert_clean();
         } else if delivered(cd, &events, &id, since, Duration::from_secs(30)).is_none() {
             bail!(
                 "the /tasks/exit of {id}, published while containerd was down for {outage:?}, \

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use holdfast_integration::{deleted_exit_status, each_version, procs, Containerd};
+use holdfast_integration::{
+    deleted_exit_status, each_version, is_go_shim, procs, Containerd, Version,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -73,6 +75,18 @@ fn a_task_that_exits_while_containerd_is_down_reports_its_real_status() {
         cd.fire(&id)?;
         ensure!(procs::wait_gone(pid, WAIT), "container {pid} did not exit");
         cd.restart()?;
+        if is_go_shim() && cd.version() == Version::V1_7 && cd.task(&id)?.is_none() {
+            // Known weakness of the Go shim of containerd 1.7: it is gone by
+            // the time containerd returns ("cleaning up dead shim"), and the
+            // task with it, status and all. holdfast must keep it.
+            ensure!(
+                cd.log().contains("cleaning up dead shim"),
+                "task {id} vanished"
+            );
+            cd.remove_all()?;
+            cd.remove_client_fifos(&id);
+            return cd.assert_clean();
+        }
         cd.wait_status(&id, "STOPPED", WAIT)?;
         let out = cd.delete_task(&id)?;
         ensure!(
