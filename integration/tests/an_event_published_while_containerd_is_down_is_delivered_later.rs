@@ -80,9 +80,9 @@ fn an_exit_event_published_while_containerd_is_down_is_delivered_after_it_return
 
         if is_go_shim() {
             // Known weakness of the Go shim: the event was dropped. (With
-            // containerd 1.7 its shim is even found dead after such an
-            // outage, containerd removes the task, and nobody deletes ctr's
-            // FIFOs of it.)
+            // containerd 1.7 the exited task is also removed on start-up,
+            // "cleaning leaked shim process", as its Pids answer is empty;
+            // then nobody deletes ctr's FIFOs of it.)
             if let Some(how) = delivered(cd, &events, &id, since, Duration::from_secs(10)) {
                 bail!("the Go shim was expected to drop the event, yet it arrived: {how}");
             }
