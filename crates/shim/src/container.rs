@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use containerd_shim_protos::types::mount::Mount;
+use holdfast_journal::Journal;
 use oci_spec::runtime::Spec;
 use tokio::task::JoinHandle;
 
@@ -26,19 +27,33 @@ pub struct Container {
     pub init: Arc<Process>,
     /// Whether the shim mounted `bundle/rootfs` (and so must unmount it).
     pub mounted_rootfs: bool,
+    /// The log journal of every process of the container.
+    pub journal: Journal,
+    /// Keep the journal after Delete (runtime option).
+    pub keep_journal: bool,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     oom: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Container {
     /// A container whose init process runc has not created yet.
-    pub fn new(id: &str, bundle: &Path, runc: Runc, init: Arc<Process>, mounted: bool) -> Self {
+    pub fn new(
+        id: &str,
+        bundle: &Path,
+        runc: Runc,
+        init: Arc<Process>,
+        mounted: bool,
+        journal: Journal,
+        keep_journal: bool,
+    ) -> Self {
         Container {
             id: id.to_string(),
             bundle: bundle.to_path_buf(),
             runc,
             init,
             mounted_rootfs: mounted,
+            journal,
+            keep_journal,
             execs: Mutex::new(HashMap::new()),
             oom: Mutex::new(None),
         }
@@ -164,6 +179,19 @@ pub fn unmount_rootfs(bundle: &Path) {
     if let Some(t) = target.to_str() {
         if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
             tracing::warn!(rootfs = %target.display(), error = %e, "unmount rootfs failed");
+        }
+    }
+}
+
+/// Removes a process's journal folder (or the task's, for `None`).
+pub fn remove_journal(journal: &Journal, process: Option<&str>) {
+    let dir = match process {
+        Some(p) => journal.dir().join(p),
+        None => journal.dir().to_path_buf(),
+    };
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove log journal");
         }
     }
 }

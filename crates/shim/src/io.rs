@@ -1,9 +1,18 @@
-//! The stdio of a container process: pipes or a pty owned by the shim, and
-//! the copies between them and the sinks containerd handed over.
+//! The stdio of a container process: pipes or a pty owned by the shim, the
+//! journal every byte of output is drained into, and the forwarders that copy
+//! each stream from its journal cursor to the sink containerd handed over.
 //!
-//! The container never gets containerd's FIFOs directly; it writes into pipes
-//! (or a pty) whose read ends the shim owns, so the shim decides what happens
-//! to every byte.
+//! ```text
+//! container ──pipe/pty──► drain ──► journal (segments on disk)
+//!                                      │ consumer cursor
+//!                                      ▼
+//!                                  forwarder ──► FIFO | file:// | binary://
+//! ```
+//!
+//! The container only ever waits for the drain, and the drain only for the
+//! local disk (and, with the `block` policy, for the journal's budget): a
+//! sink that is full, or has no reader, holds back its forwarder's cursor and
+//! nothing else.
 
 use std::fmt;
 use std::os::fd::OwnedFd;
@@ -12,19 +21,27 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use holdfast_journal::{Appended, Consumer, Entry, Journal, Stream, StreamWriter};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use time::OffsetDateTime;
 use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::reaper::Reaper;
 use crate::sys;
 
 /// Size of one read from a container pipe.
 const CHUNK: usize = 64 * 1024;
+/// How often a drain gives the journal a chance to fsync.
+const SYNC_TICK: Duration = Duration::from_millis(500);
+/// How long the logging binary may take to say it is ready.
+const BINARY_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The stdio paths of a Create or Exec request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,16 +63,56 @@ pub enum Sink {
     Fifo(PathBuf),
     /// A plain file the shim appends raw bytes to (`file://`).
     File(PathBuf),
+    /// A logging program (`binary://PATH?key=value`), containerd's protocol.
+    Binary {
+        /// The program.
+        path: PathBuf,
+        /// Its arguments: each query key, then its value.
+        args: Vec<String>,
+    },
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Sink {
-    /// Parses containerd's stdio string; `None` means the stream is discarded.
+    /// Parses containerd's stdio string; `None` means no sink (the stream is
+    /// still journaled).
     pub fn parse(s: &str) -> Result<Option<Sink>> {
         if s.is_empty() {
             return Ok(None);
         }
         if let Some(rest) = s.strip_prefix("file://") {
-            let path = PathBuf::from(rest);
+            let path = PathBuf::from(percent_decode(rest));
             if !path.is_absolute() {
                 return Err(Error::InvalidArgument(format!(
                     "log uri {s:?}: file path must be absolute"
@@ -63,49 +120,59 @@ impl Sink {
             }
             return Ok(Some(Sink::File(path)));
         }
-        if s.starts_with("binary://") {
-            return Err(Error::Unimplemented(format!(
-                "log uri {s:?}: binary:// logging is not supported by this shim yet"
-            )));
+        if let Some(rest) = s.strip_prefix("binary://") {
+            let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let path = PathBuf::from(percent_decode(path));
+            if !path.is_absolute() {
+                return Err(Error::InvalidArgument(format!(
+                    "log uri {s:?}: binary path must be absolute"
+                )));
+            }
+            let mut args = Vec::new();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                args.push(percent_decode(k));
+                if !v.is_empty() {
+                    args.push(percent_decode(v));
+                }
+            }
+            return Ok(Some(Sink::Binary { path, args }));
         }
         let path = s.strip_prefix("fifo://").unwrap_or(s);
         if !path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
-                "stdio {s:?}: expected an absolute FIFO path or file:// uri"
+                "stdio {s:?}: expected an absolute FIFO path, file:// or binary:// uri"
             )));
         }
         Ok(Some(Sink::Fifo(PathBuf::from(path))))
     }
+}
 
-    fn open(&self) -> Result<Writer> {
-        match self {
-            Sink::Fifo(path) => {
-                // Read-write: opening never waits for a reader, and writes
-                // never fail with EPIPE while the reader is away.
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(libc::O_NONBLOCK)
-                    .open(path)
-                    .map_err(|e| Error::io(format!("open stdio fifo {}", path.display()), e))?;
-                Ok(Writer::Fd(async_fd(file.into())?))
-            }
-            Sink::File(path) => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        Error::io(format!("create log folder {}", dir.display()), e)
-                    })?;
-                }
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o640)
-                    .open(path)
-                    .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
-                Ok(Writer::File(file))
-            }
-        }
+fn open_fifo_sink(path: &Path) -> Result<Writer> {
+    // Read-write: opening never waits for a reader, writes never fail with
+    // EPIPE while the reader is away, and what sits in the FIFO's buffer is
+    // kept for the next reader instead of being discarded.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(format!("open stdio fifo {}", path.display()), e))?;
+    Ok(Writer::Fd(async_fd(file.into())?))
+}
+
+fn open_file_sink(path: &Path) -> Result<Writer> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create log folder {}", dir.display()), e))?;
     }
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .open(path)
+        .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
+    Ok(Writer::File(file))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
@@ -165,27 +232,149 @@ impl Writer {
     }
 }
 
-/// Copies `from` into `to` until end of file; returns the bytes copied.
-async fn copy(from: AsyncFd<OwnedFd>, mut to: Writer, what: &'static str) -> u64 {
-    let mut buf = vec![0u8; CHUNK];
-    let mut total = 0u64;
+/// Copies the client's input into the process (stdin is not journaled).
+async fn copy_stdin(from: AsyncFd<OwnedFd>, mut to: Writer) {
+    let mut buf = vec![0u8; 16 * 1024];
     loop {
         match read_fd(&from, &mut buf).await {
-            Ok(0) => break,
+            Ok(0) => return,
             Ok(n) => {
                 if let Err(e) = to.write_all(&buf[..n]).await {
-                    tracing::warn!(stream = what, error = %e, "stdio copy: write failed");
-                    break;
+                    tracing::debug!(error = %e, "stdin: process closed its input");
+                    return;
                 }
-                total += n as u64;
             }
             Err(e) => {
-                tracing::warn!(stream = what, error = %e, "stdio copy: read failed");
-                break;
+                tracing::warn!(error = %e, "stdin: read failed");
+                return;
             }
         }
     }
-    total
+}
+
+/// Appends `data` to the journal, honouring the full policy: with `block`
+/// this waits (not reading the container's pipe meanwhile) until the journal
+/// has room.
+async fn append_all(w: &mut StreamWriter, mut data: &[u8]) {
+    let mut warned = false;
+    loop {
+        match w.append(data, OffsetDateTime::now_utc()) {
+            Ok(Appended::Written { .. }) => return,
+            Ok(Appended::Dropped { dropped, cause, .. }) => {
+                tracing::warn!(process = w.process(), stream = ?w.stream(), dropped, ?cause,
+                    "log budget full: dropped output (policy drop)");
+                return;
+            }
+            Ok(Appended::Full { accepted, cause }) => {
+                data = &data[accepted..];
+                if !warned {
+                    tracing::warn!(process = w.process(), stream = ?w.stream(), ?cause,
+                        "log budget full: container output paused until forwarded (policy block)");
+                    warned = true;
+                }
+                w.wait_for_space().await;
+            }
+            Err(e) => {
+                tracing::error!(process = w.process(), stream = ?w.stream(), error = %e,
+                    "journal append failed; output lost");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads a container pipe (or pty) into the journal until end of file.
+async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<bool>) {
+    // The buffer exists only while output flows: an idle container costs
+    // no 64 KiB per stream.
+    let mut buf: Option<Vec<u8>> = None;
+    let mut tick = tokio::time::interval(SYNC_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ready = from.readable() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "drain: poll failed");
+                        break;
+                    }
+                };
+                let b = buf.get_or_insert_with(|| vec![0u8; CHUNK]);
+                let res = guard.try_io(|inner| match nix::unistd::read(inner.get_ref(), b) {
+                    Ok(n) => Ok(n),
+                    Err(Errno::EIO) => Ok(0),
+                    Err(e) => Err(std::io::Error::from(e)),
+                });
+                match res {
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(n)) => append_all(&mut w, &b[..n]).await,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "drain: read failed");
+                        break;
+                    }
+                    Err(_would_block) => {
+                        buf = None;
+                        crate::sys::trim_heap();
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(e) = w.sync_if_due(Instant::now()) {
+                    tracing::warn!(error = %e, "journal fsync failed");
+                }
+            }
+        }
+    }
+    if let Err(e) = w.close() {
+        tracing::warn!(error = %e, "closing journal stream failed");
+    }
+    done.send_replace(true);
+}
+
+/// Copies one stream from its journal cursor to a sink, in order, exactly
+/// once; ends when the drain is done and everything was forwarded.
+async fn forward(mut consumer: Consumer, mut sink: Writer, mut done: watch::Receiver<bool>) {
+    loop {
+        let entry = if *done.borrow() {
+            match consumer.try_next() {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "forwarder: journal read failed");
+                    break;
+                }
+            }
+        } else {
+            tokio::select! {
+                e = consumer.next() => match e {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "forwarder: journal read failed");
+                        continue;
+                    }
+                },
+                _ = done.changed() => continue,
+            }
+        };
+        match entry {
+            Entry::Record { record, next } => {
+                if let Err(e) = sink.write_all(&record.raw_bytes()).await {
+                    tracing::warn!(error = %e, "forwarder: sink write failed; stopping");
+                    break;
+                }
+                consumer.commit(next);
+            }
+            Entry::Gap { from, to } => {
+                tracing::warn!(
+                    ?from,
+                    ?to,
+                    "forwarder: journal data gone before it was forwarded"
+                );
+                consumer.commit(to);
+            }
+        }
+    }
 }
 
 /// The container-side ends of the stdio pipes, handed to runc.
@@ -202,7 +391,7 @@ impl fmt::Debug for ChildStdio {
 }
 
 fn clone_stdio(slot: &Mutex<Option<OwnedFd>>) -> std::io::Result<Stdio> {
-    let guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = lock(slot);
     match guard.as_ref() {
         Some(fd) => Ok(Stdio::from(fd.try_clone()?)),
         None => Ok(Stdio::null()),
@@ -220,7 +409,7 @@ impl runc::Io for ChildStdio {
 
     async fn close_after_start(&self) {
         for slot in [&self.stdin, &self.stdout, &self.stderr] {
-            slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            lock(slot).take();
         }
     }
 }
@@ -268,26 +457,113 @@ impl Drop for ConsoleSocket {
     }
 }
 
+/// A running logging binary (`binary://`).
+struct LogBinary {
+    pid: u32,
+    exited: Option<tokio::sync::oneshot::Receiver<crate::reaper::Exit>>,
+}
+
+/// Starts a logging binary: its fd 3 and 4 are the read ends of the stdout
+/// and stderr pipes, fd 5 the write end of a pipe it closes (or writes to)
+/// when it is ready; it sees `CONTAINER_ID` and `CONTAINER_NAMESPACE`.
+async fn start_log_binary(
+    path: &Path,
+    args: &[String],
+    ctx: &IoContext<'_>,
+) -> Result<(LogBinary, Writer, Writer)> {
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let mut cmd = std::process::Command::new(path);
+    cmd.args(args)
+        .env_clear()
+        .env("CONTAINER_ID", ctx.container_id)
+        .env("CONTAINER_NAMESPACE", ctx.namespace)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = sys::spawn_with_fds(cmd, vec![out_r, err_r, ready_w])
+        .map_err(|e| Error::io(format!("start logging binary {}", path.display()), e))?;
+    let pid = child.id();
+    let exited = ctx.reaper.subscribe(pid as i32);
+    drop(child);
+    let ready = async_fd(ready_r)?;
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(BINARY_READY_TIMEOUT, read_fd(&ready, &mut byte)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return Err(Error::io(
+                format!("logging binary {} readiness", path.display()),
+                e,
+            ))
+        }
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            return Err(Error::Other(format!(
+                "logging binary {} did not signal readiness within {BINARY_READY_TIMEOUT:?}",
+                path.display()
+            )));
+        }
+    }
+    Ok((
+        LogBinary {
+            pid,
+            exited: Some(exited),
+        },
+        Writer::Fd(async_fd(out_w)?),
+        Writer::Fd(async_fd(err_w)?),
+    ))
+}
+
+/// What a process's stdio needs from its container.
+#[derive(Debug)]
+pub struct IoContext<'a> {
+    /// The task's journal.
+    pub journal: &'a Journal,
+    /// The journal's name for the process: `init` or the exec id.
+    pub process: &'a str,
+    /// containerd namespace (for logging binaries).
+    pub namespace: &'a str,
+    /// Container id (for logging binaries).
+    pub container_id: &'a str,
+    /// The shim's reaper (logging binaries are its children).
+    pub reaper: &'a Reaper,
+}
+
+/// One output stream between the container and its sink, before the pty
+/// exists (terminal mode) or always (pipe mode).
+struct Output {
+    writer: StreamWriter,
+    consumer: Option<(Consumer, Writer)>,
+}
+
 /// The stdio of one container process, from creation to the last byte.
 pub struct ProcessIo {
     paths: StdioPaths,
+    process: String,
     child: Option<Arc<ChildStdio>>,
     console: Mutex<Option<ConsoleSocket>>,
-    /// With a terminal, the stdout sink waits here until runc sends the pty.
-    pending_stdout: Mutex<Option<Writer>>,
+    /// With a terminal, the output waits here until runc sends the pty.
+    pending_output: Mutex<Option<Output>>,
     /// The stdin FIFO's read side, waiting for its target (the pty).
     pending_stdin: Mutex<Option<AsyncFd<OwnedFd>>>,
     /// A write end of the stdin FIFO held by the shim, so the copy sees end
     /// of file only after CloseIO (the client may reopen the FIFO).
     stdin_hold: Mutex<Option<std::fs::File>>,
     master: Mutex<Option<OwnedFd>>,
-    outputs: Mutex<Vec<JoinHandle<u64>>>,
+    drains: Mutex<Vec<JoinHandle<()>>>,
+    forwarders: Mutex<Vec<JoinHandle<()>>>,
+    binary: Mutex<Option<LogBinary>>,
 }
 
 impl fmt::Debug for ProcessIo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessIo")
             .field("paths", &self.paths)
+            .field("process", &self.process)
             .finish()
     }
 }
@@ -314,34 +590,77 @@ fn open_stdin_fifo(path: &Path) -> Result<(AsyncFd<OwnedFd>, std::fs::File)> {
     Ok((async_fd(reader.into())?, hold))
 }
 
+fn journal_err(e: holdfast_journal::JournalError) -> Error {
+    Error::Other(format!("log journal: {e}"))
+}
+
 impl ProcessIo {
-    /// Opens the sinks and creates the pipes (or console socket) for a
-    /// process, before runc runs: a bad stdio path fails here and changes
-    /// nothing.
-    pub fn prepare(paths: &StdioPaths) -> Result<Self> {
+    /// Opens the sinks, the journal streams and the pipes (or console
+    /// socket) of a process, before runc runs: a bad stdio path fails here
+    /// and changes nothing.
+    pub async fn prepare(paths: &StdioPaths, ctx: &IoContext<'_>) -> Result<Self> {
         let stdout = Sink::parse(&paths.stdout)?;
         let stderr = if paths.terminal {
             None
         } else {
             Sink::parse(&paths.stderr)?
         };
-        let stdout_writer = stdout.as_ref().map(Sink::open).transpose()?;
-        let stderr_writer = stderr.as_ref().map(Sink::open).transpose()?;
+        let mut binary = None;
+        let (stdout_sink, stderr_sink) = match (&stdout, &stderr) {
+            (Some(Sink::Binary { path, args }), _) | (None, Some(Sink::Binary { path, args })) => {
+                let (bin, out, err) = start_log_binary(path, args, ctx).await?;
+                binary = Some(bin);
+                (Some(out), (!paths.terminal).then_some(err))
+            }
+            _ => {
+                let open = |s: &Option<Sink>| -> Result<Option<Writer>> {
+                    match s {
+                        None => Ok(None),
+                        Some(Sink::Fifo(p)) => open_fifo_sink(p).map(Some),
+                        Some(Sink::File(p)) => open_file_sink(p).map(Some),
+                        Some(Sink::Binary { .. }) => Err(Error::InvalidArgument(
+                            "binary:// must be given for both stdout and stderr".into(),
+                        )),
+                    }
+                };
+                (open(&stdout)?, open(&stderr)?)
+            }
+        };
         let stdin = if paths.stdin.is_empty() {
             None
         } else {
             Some(open_stdin_fifo(Path::new(&paths.stdin))?)
         };
 
+        let output = |stream: Stream, sink: Option<Writer>| -> Result<Output> {
+            let writer = ctx
+                .journal
+                .writer(ctx.process, stream)
+                .map_err(journal_err)?;
+            let consumer = match sink {
+                Some(w) => Some((
+                    ctx.journal
+                        .consumer(ctx.process, stream)
+                        .map_err(journal_err)?,
+                    w,
+                )),
+                None => None,
+            };
+            Ok(Output { writer, consumer })
+        };
+
         let mut io = ProcessIo {
             paths: paths.clone(),
+            process: ctx.process.to_string(),
             child: None,
             console: Mutex::new(None),
-            pending_stdout: Mutex::new(None),
+            pending_output: Mutex::new(None),
             pending_stdin: Mutex::new(None),
             stdin_hold: Mutex::new(None),
             master: Mutex::new(None),
-            outputs: Mutex::new(Vec::new()),
+            drains: Mutex::new(Vec::new()),
+            forwarders: Mutex::new(Vec::new()),
+            binary: Mutex::new(binary),
         };
         let (stdin_reader, hold) = match stdin {
             Some((r, h)) => (Some(r), Some(h)),
@@ -351,37 +670,35 @@ impl ProcessIo {
 
         if paths.terminal {
             *lock(&io.console) = Some(ConsoleSocket::new()?);
-            *lock(&io.pending_stdout) = stdout_writer;
+            *lock(&io.pending_output) = Some(output(Stream::Stdout, stdout_sink)?);
             *lock(&io.pending_stdin) = stdin_reader;
             return Ok(io);
         }
 
-        let mut outputs = Vec::new();
-        let mut child_out = None;
-        if let Some(w) = stdout_writer {
-            let (r, wr) = pipe()?;
-            outputs.push(tokio::spawn(copy(async_fd(r)?, w, "stdout")));
-            child_out = Some(wr);
-        }
-        let mut child_err = None;
-        if let Some(w) = stderr_writer {
-            let (r, wr) = pipe()?;
-            outputs.push(tokio::spawn(copy(async_fd(r)?, w, "stderr")));
-            child_err = Some(wr);
-        }
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        io.start_output(async_fd(out_r)?, output(Stream::Stdout, stdout_sink)?);
+        io.start_output(async_fd(err_r)?, output(Stream::Stderr, stderr_sink)?);
         let mut child_in = None;
         if let Some(reader) = stdin_reader {
             let (r, wr) = pipe()?;
-            tokio::spawn(copy(reader, Writer::Fd(async_fd(wr)?), "stdin"));
+            tokio::spawn(copy_stdin(reader, Writer::Fd(async_fd(wr)?)));
             child_in = Some(r);
         }
-        *lock(&io.outputs) = outputs;
         io.child = Some(Arc::new(ChildStdio {
             stdin: Mutex::new(child_in),
-            stdout: Mutex::new(child_out),
-            stderr: Mutex::new(child_err),
+            stdout: Mutex::new(Some(out_w)),
+            stderr: Mutex::new(Some(err_w)),
         }));
         Ok(io)
+    }
+
+    fn start_output(&self, from: AsyncFd<OwnedFd>, output: Output) {
+        let (done_tx, done_rx) = watch::channel(false);
+        lock(&self.drains).push(tokio::spawn(drain(from, output.writer, done_tx)));
+        if let Some((consumer, sink)) = output.consumer {
+            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, done_rx)));
+        }
     }
 
     /// Whether the process has a pty.
@@ -392,6 +709,11 @@ impl ProcessIo {
     /// The stdio paths as containerd gave them.
     pub fn paths(&self) -> &StdioPaths {
         &self.paths
+    }
+
+    /// The journal's name for this process.
+    pub fn process(&self) -> &str {
+        &self.process
     }
 
     /// What runc needs to wire the process up.
@@ -405,40 +727,39 @@ impl ProcessIo {
     }
 
     /// After runc created the process: with a terminal, receive the pty
-    /// master and start copying.
+    /// master and start draining it.
     pub async fn connect_console(&self) -> Result<()> {
         let Some(console) = lock(&self.console).take() else {
             return Ok(());
         };
         let master = console.receive().await?;
-        let read_side = async_fd(
+        let dup = || {
             master
                 .try_clone()
-                .map_err(|e| Error::io("dup pty master", e))?,
-        )?;
-        if let Some(w) = lock(&self.pending_stdout).take() {
-            lock(&self.outputs).push(tokio::spawn(copy(read_side, w, "pty")));
+                .map_err(|e| Error::io("dup pty master", e))
+        };
+        if let Some(output) = lock(&self.pending_output).take() {
+            self.start_output(async_fd(dup()?)?, output);
         }
         if let Some(stdin) = lock(&self.pending_stdin).take() {
-            let write_side = async_fd(
-                master
-                    .try_clone()
-                    .map_err(|e| Error::io("dup pty master", e))?,
-            )?;
-            tokio::spawn(copy(stdin, Writer::Fd(write_side), "stdin"));
+            tokio::spawn(copy_stdin(stdin, Writer::Fd(async_fd(dup()?)?)));
         }
         *lock(&self.master) = Some(master);
         Ok(())
     }
 
     /// Waits (up to `timeout`) until every output stream reached end of file
-    /// and was written out.
+    /// and is in the journal.
     pub async fn wait_output(&self, timeout: Duration) {
-        let handles: Vec<_> = lock(&self.outputs).drain(..).collect();
+        let handles: Vec<_> = lock(&self.drains).drain(..).collect();
+        if handles.is_empty() {
+            return;
+        }
         let all = futures::future::join_all(handles);
         if tokio::time::timeout(timeout, all).await.is_err() {
             tracing::warn!(
                 ?timeout,
+                process = %self.process,
                 "output still open after the process exited (a child holds it?)"
             );
         }
@@ -464,11 +785,45 @@ impl ProcessIo {
         sys::set_winsize(master, w, h).map_err(|e| Error::io("resize pty", e))
     }
 
+    /// Lets the forwarders finish (up to `grace`), then stops everything
+    /// and drops every fd the shim holds for this process. The journal keeps
+    /// whatever was not forwarded.
+    pub async fn shutdown(&self, grace: Duration) {
+        let forwarders: Vec<_> = lock(&self.forwarders).drain(..).collect();
+        let aborts: Vec<_> = forwarders.iter().map(|h| h.abort_handle()).collect();
+        if !forwarders.is_empty()
+            && tokio::time::timeout(grace, futures::future::join_all(forwarders))
+                .await
+                .is_err()
+        {
+            tracing::info!(process = %self.process, "sink still not drained at delete; the journal keeps the rest");
+            for a in aborts {
+                a.abort();
+            }
+        }
+        for h in lock(&self.drains).drain(..) {
+            h.abort();
+        }
+        self.close();
+        let bin = lock(&self.binary).take();
+        if let Some(mut bin) = bin {
+            // Its pipes are closed: it sees end of file and should exit.
+            if let Some(rx) = bin.exited.take() {
+                if tokio::time::timeout(grace, rx).await.is_err() {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(bin.pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+
     /// Drops every fd the shim holds for this process.
     pub fn close(&self) {
         lock(&self.stdin_hold).take();
         lock(&self.master).take();
-        lock(&self.pending_stdout).take();
+        lock(&self.pending_output).take();
         lock(&self.pending_stdin).take();
         lock(&self.console).take();
         if let Some(child) = &self.child {
@@ -482,6 +837,7 @@ impl ProcessIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdfast_journal::JournalOptions;
 
     #[test]
     fn parses_containerd_stdio_strings() {
@@ -494,29 +850,45 @@ mod tests {
             Sink::parse("file:///var/log/c.log").unwrap(),
             Some(Sink::File("/var/log/c.log".into()))
         );
-        assert!(matches!(
-            Sink::parse("file://relative/x"),
-            Err(Error::InvalidArgument(_))
-        ));
-        assert!(matches!(
-            Sink::parse("tcp://1.2.3.4"),
-            Err(Error::InvalidArgument(_))
-        ));
+        assert_eq!(
+            Sink::parse("binary:///usr/bin/logger?tag=x%20y&flag").unwrap(),
+            Some(Sink::Binary {
+                path: "/usr/bin/logger".into(),
+                args: vec!["tag".into(), "x y".into(), "flag".into()],
+            })
+        );
+        for bad in ["file://relative/x", "tcp://1.2.3.4", "binary://rel"] {
+            assert!(
+                matches!(Sink::parse(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pipe_output_reaches_a_file_sink_byte_exact() {
+    async fn pipe_output_is_journaled_and_reaches_a_file_sink_byte_exact() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("out.log");
+        let opts = JournalOptions::default();
+        let journal = Journal::open(opts.for_dir(dir.path().join("j")).unwrap()).unwrap();
+        let reaper = Reaper::new();
+        let ctx = IoContext {
+            journal: &journal,
+            process: "init",
+            namespace: "ns",
+            container_id: "c1",
+            reaper: &reaper,
+        };
         let paths = StdioPaths {
             stdout: format!("file://{}", log.display()),
             ..Default::default()
         };
-        let io = ProcessIo::prepare(&paths).unwrap();
+        let io = ProcessIo::prepare(&paths, &ctx).await.unwrap();
         let child = io.child.clone().unwrap();
         let w = child.stdout.lock().unwrap().take().unwrap();
+        child.stderr.lock().unwrap().take();
         let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
-        let expected = data[..100_000].to_vec();
+        let expected = data.clone();
         tokio::task::spawn_blocking(move || {
             let mut f = std::fs::File::from(w);
             std::io::Write::write_all(&mut f, &expected).unwrap();
@@ -524,6 +896,14 @@ mod tests {
         .await
         .unwrap();
         io.wait_output(Duration::from_secs(5)).await;
-        assert_eq!(std::fs::read(&log).unwrap(), &data[..100_000]);
+        io.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(std::fs::read(&log).unwrap(), data);
+        let mut reader =
+            holdfast_journal::Reader::open(dir.path().join("j"), "init", Stream::Stdout).unwrap();
+        let mut records = Vec::new();
+        while let Some(Entry::Record { record, .. }) = reader.try_next().unwrap() {
+            records.push(record);
+        }
+        assert_eq!(holdfast_journal::reconstruct(&records), data);
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod io;
 pub mod logging;
 pub mod oom;
+pub mod options;
 pub mod process;
 pub mod publisher;
 pub mod reaper;

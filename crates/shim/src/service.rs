@@ -57,6 +57,7 @@ impl Task for TaskService {
                 stderr: req.stderr.clone(),
                 terminal: req.terminal,
             },
+            options: req.options.as_ref().cloned(),
         };
         let pid = self
             .shim
@@ -184,7 +185,6 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        let _enter = span("exec", &req.id, &req.exec_id).entered();
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -192,7 +192,10 @@ impl Task for TaskService {
             terminal: req.terminal,
         };
         let spec = req.spec.as_ref().map(|a| a.value.as_slice()).unwrap_or(&[]);
-        self.shim.exec(&req.id, &req.exec_id, stdio, spec)?;
+        self.shim
+            .exec(&req.id, &req.exec_id, stdio, spec)
+            .instrument(span("exec", &req.id, &req.exec_id))
+            .await?;
         Ok(Empty::new())
     }
 

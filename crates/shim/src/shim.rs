@@ -20,12 +20,14 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::container::{self, Container};
 use crate::error::{Error, Result};
-use crate::io::{ProcessIo, StdioPaths};
+use crate::io::{IoContext, ProcessIo, StdioPaths};
+use crate::options::ShimOptions;
 use crate::process::{Process, Status};
 use crate::publisher::{timestamp, Event, EventSink};
 use crate::reaper::{Exit, Reaper};
 use crate::runc::{LaunchOpts, Runc, RUNC_ROOT};
 use crate::{oom, stats, validate};
+use holdfast_journal::Journal;
 
 /// How long an init's output may stay open after it exited (its pid
 /// namespace is gone, so only a shared namespace keeps it open).
@@ -33,6 +35,10 @@ const INIT_OUTPUT_GRACE: Duration = Duration::from_secs(5);
 /// How long an exec's output may stay open after it exited (a background
 /// child of the exec may hold it).
 const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// How long Delete lets forwarders finish writing to their sinks.
+const SINK_GRACE: Duration = Duration::from_secs(2);
+/// The journal's name for a task's own (init) process.
+pub const INIT_PROCESS: &str = "init";
 /// How long a shim with no task left waits for containerd's Shutdown.
 const FORGOTTEN_EXIT_AFTER: Duration = Duration::from_secs(60);
 
@@ -47,6 +53,8 @@ pub struct CreateTask {
     pub rootfs: Vec<Mount>,
     /// Stdio.
     pub stdio: StdioPaths,
+    /// Runtime options (`holdfast.shim.v1.Options` or CRI's).
+    pub options: Option<Any>,
 }
 
 /// The answer to State.
@@ -139,7 +147,12 @@ impl TaskShim {
                 req.bundle.display()
             )));
         }
+        let options = ShimOptions::from_any(req.options.as_ref())?;
         let spec = container::load_spec(&req.bundle)?;
+        let journal_config = options
+            .journal
+            .for_task(&self.namespace, &req.id)
+            .map_err(|e| Error::InvalidArgument(format!("log journal: {e}")))?;
         let mounted = container::mount_rootfs(&req.bundle, &req.rootfs)?;
         let undo_mount = |bundle: &Path| {
             if mounted {
@@ -154,10 +167,30 @@ impl TaskShim {
                 rootfs.display()
             )));
         }
-        let io = match ProcessIo::prepare(&req.stdio) {
-            Ok(io) => io,
+        let journal = match Journal::open(journal_config) {
+            Ok(j) => j,
             Err(e) => {
                 undo_mount(&req.bundle);
+                return Err(Error::Other(format!("open log journal: {e}")));
+            }
+        };
+        let undo = |bundle: &Path| {
+            undo_mount(bundle);
+            if !options.keep_after_delete {
+                container::remove_journal(&journal, None);
+            }
+        };
+        let ctx = IoContext {
+            journal: &journal,
+            process: INIT_PROCESS,
+            namespace: &self.namespace,
+            container_id: &req.id,
+            reaper: &self.reaper,
+        };
+        let io = match ProcessIo::prepare(&req.stdio, &ctx).await {
+            Ok(io) => io,
+            Err(e) => {
+                undo(&req.bundle);
                 return Err(e);
             }
         };
@@ -169,7 +202,8 @@ impl TaskShim {
         ) {
             Ok(r) => r,
             Err(e) => {
-                undo_mount(&req.bundle);
+                io.shutdown(Duration::ZERO).await;
+                undo(&req.bundle);
                 return Err(e);
             }
         };
@@ -189,11 +223,11 @@ impl TaskShim {
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
-                init.io.close();
+                init.io.shutdown(Duration::ZERO).await;
                 if let Err(del) = runc.delete(&req.id, true).await {
                     tracing::debug!(error = %del, "cleanup after failed create");
                 }
-                undo_mount(&req.bundle);
+                undo(&req.bundle);
                 return Err(e);
             }
         };
@@ -205,6 +239,8 @@ impl TaskShim {
             runc,
             init.clone(),
             mounted,
+            journal,
+            options.keep_after_delete,
         ));
         self.containers().insert(req.id.clone(), c.clone());
 
@@ -330,7 +366,7 @@ impl TaskShim {
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
-                p.io.close();
+                p.io.shutdown(Duration::ZERO).await;
                 return Err(e);
             }
         };
@@ -398,7 +434,13 @@ impl TaskShim {
     }
 
     /// Exec: record an exec process (started by a later Start).
-    pub fn exec(&self, id: &str, exec_id: &str, stdio: StdioPaths, spec: &[u8]) -> Result<()> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        stdio: StdioPaths,
+        spec: &[u8],
+    ) -> Result<()> {
         validate::id("exec", exec_id)?;
         let c = self.container(id)?;
         if c.process(exec_id).is_ok() {
@@ -414,7 +456,19 @@ impl TaskShim {
         let spec: ProcessSpec = serde_json::from_slice(spec).map_err(|e| {
             Error::InvalidArgument(format!("invalid process spec for exec {exec_id:?}: {e}"))
         })?;
-        let io = ProcessIo::prepare(&stdio)?;
+        if exec_id == INIT_PROCESS {
+            return Err(Error::InvalidArgument(format!(
+                "exec id {INIT_PROCESS:?} is reserved for the task's own process"
+            )));
+        }
+        let ctx = IoContext {
+            journal: &c.journal,
+            process: exec_id,
+            namespace: &self.namespace,
+            container_id: id,
+            reaper: &self.reaper,
+        };
+        let io = ProcessIo::prepare(&stdio, &ctx).await?;
         c.add_exec(Arc::new(Process::new(id, exec_id, io, Some(spec))))?;
         self.events.publish(Event::ExecAdded(TaskExecAdded {
             container_id: id.to_string(),
@@ -438,7 +492,10 @@ impl TaskShim {
         }
         if !exec_id.is_empty() {
             c.remove_exec(exec_id);
-            p.io.close();
+            p.io.shutdown(SINK_GRACE).await;
+            if !c.keep_journal {
+                container::remove_journal(&c.journal, Some(exec_id));
+            }
             crate::sys::trim_heap();
             return Ok((p.pid(), p.exit()));
         }
@@ -453,9 +510,12 @@ impl TaskShim {
         }
         c.stop_oom_watcher();
         for exec in c.exec_processes() {
-            exec.io.close();
+            exec.io.shutdown(SINK_GRACE).await;
         }
-        p.io.close();
+        p.io.shutdown(SINK_GRACE).await;
+        if !c.keep_journal {
+            container::remove_journal(&c.journal, None);
+        }
         if c.mounted_rootfs {
             container::unmount_rootfs(&c.bundle);
         }

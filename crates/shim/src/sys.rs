@@ -97,3 +97,41 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Spawns `cmd` with `fds` installed as its fds 3, 4, 5, ... (containerd's
+/// logging-binary protocol). The child's other inherited fds are closed by
+/// FD_CLOEXEC as usual.
+pub fn spawn_with_fds(
+    mut cmd: std::process::Command,
+    fds: Vec<OwnedFd>,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls fcntl and dup2, which are async-signal-safe; it allocates
+    // nothing (`raw` was built before the fork and is only read).
+    unsafe {
+        cmd.pre_exec(move || {
+            // Move every source out of the way first, so installing one
+            // target cannot clobber a source that still has to be read.
+            let mut moved = [0 as RawFd; 8];
+            for (i, &fd) in raw.iter().enumerate().take(moved.len()) {
+                let tmp = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+                if tmp < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                moved[i] = tmp;
+            }
+            for (i, &tmp) in moved.iter().enumerate().take(raw.len()) {
+                // dup2 clears FD_CLOEXEC on the new descriptor.
+                if libc::dup2(tmp, 3 + i as RawFd) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn();
+    drop(fds);
+    child
+}

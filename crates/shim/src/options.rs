@@ -1,0 +1,233 @@
+//! The shim's runtime options: where a task's journal lives, its budget and
+//! full policy, and whether it outlives the task.
+//!
+//! They arrive in `CreateTaskRequest.options` as one of:
+//! - `holdfast.shim.v1.Options` (`proto/holdfast/shim/v1/options.proto`);
+//! - CRI's `runtimeoptions.v1.Options`, whose `config_path` (or
+//!   `config_body`) is a TOML file with the same keys;
+//! - nothing (plain `ctr`): the defaults.
+
+use std::path::Path;
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use holdfast_journal::{ByteSize, FullPolicy, JournalOptions};
+use prost::Message;
+
+use crate::error::{Error, Result};
+
+/// Generated from `proto/holdfast/shim/v1/options.proto`.
+pub mod proto {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/holdfast.shim.v1.rs"));
+}
+
+/// Generated from `proto/runtimeoptions/v1/api.proto` (containerd's).
+pub mod runtimeoptions {
+    #![allow(missing_docs, clippy::all)]
+    include!(concat!(env!("OUT_DIR"), "/runtimeoptions.v1.rs"));
+}
+
+/// The type URL of holdfast's options message.
+pub const OPTIONS_TYPE: &str = "holdfast.shim.v1.Options";
+/// The type URL of CRI's runtime options message.
+pub const CRI_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
+/// The TOML key that is the shim's own, not the journal's.
+const KEEP_KEY: &str = "keep_after_delete";
+
+/// Options resolved for one task.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShimOptions {
+    /// The journal's options.
+    pub journal: JournalOptions,
+    /// Keep the journal after Delete.
+    pub keep_after_delete: bool,
+}
+
+fn type_name(type_url: &str) -> &str {
+    type_url.rsplit('/').next().unwrap_or(type_url)
+}
+
+impl ShimOptions {
+    /// Resolves the options of a Create request (`None`: defaults).
+    pub fn from_any(any: Option<&Any>) -> Result<ShimOptions> {
+        let Some(any) = any.filter(|a| !a.type_url.is_empty()) else {
+            return Ok(ShimOptions::default());
+        };
+        match type_name(&any.type_url) {
+            OPTIONS_TYPE => {
+                let msg = proto::Options::decode(any.value.as_slice()).map_err(|e| {
+                    Error::InvalidArgument(format!("runtime options {OPTIONS_TYPE}: {e}"))
+                })?;
+                ShimOptions::from_message(&msg)
+            }
+            CRI_OPTIONS_TYPE => {
+                let msg = runtimeoptions::Options::decode(any.value.as_slice()).map_err(|e| {
+                    Error::InvalidArgument(format!("runtime options {CRI_OPTIONS_TYPE}: {e}"))
+                })?;
+                if !msg.config_path.is_empty() {
+                    ShimOptions::from_toml_file(Path::new(&msg.config_path))
+                } else if !msg.config_body.is_empty() {
+                    let text = String::from_utf8(msg.config_body).map_err(|_| {
+                        Error::InvalidArgument("runtime options config_body is not UTF-8".into())
+                    })?;
+                    ShimOptions::from_toml_str(&text, "config_body")
+                } else {
+                    Ok(ShimOptions::default())
+                }
+            }
+            // The runc shims' options (e.g. when a CRI handler is configured
+            // with runc's options type): nothing in them concerns holdfast.
+            "containerd.runc.v1.Options" | "containerd.linux.runc.RuncOptions" => {
+                Ok(ShimOptions::default())
+            }
+            other => Err(Error::InvalidArgument(format!(
+                "unknown runtime options type {other:?}: expected {OPTIONS_TYPE} or {CRI_OPTIONS_TYPE}"
+            ))),
+        }
+    }
+
+    /// Options from a TOML file.
+    pub fn from_toml_file(path: &Path) -> Result<ShimOptions> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let msg = format!("runtime options file {}: {e}", path.display());
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound(msg)
+            } else {
+                Error::InvalidArgument(msg)
+            }
+        })?;
+        ShimOptions::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Options from TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<ShimOptions> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("runtime options {origin}: {e}")))?;
+        let keep = match table.remove(KEEP_KEY) {
+            None => false,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                return Err(Error::InvalidArgument(format!(
+                    "runtime options {origin}: {KEEP_KEY} must be true or false, not {other:?}"
+                )))
+            }
+        };
+        let journal: JournalOptions = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| Error::InvalidArgument(format!("runtime options {origin}: {e}")))?;
+        journal
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("runtime options {origin}: {e}")))?;
+        Ok(ShimOptions {
+            journal,
+            keep_after_delete: keep,
+        })
+    }
+
+    /// Options from holdfast's message: its `config_path` first, then the
+    /// fields it sets.
+    pub fn from_message(msg: &proto::Options) -> Result<ShimOptions> {
+        let mut opts = if msg.config_path.is_empty() {
+            ShimOptions::default()
+        } else {
+            ShimOptions::from_toml_file(Path::new(&msg.config_path))?
+        };
+        let j = &mut opts.journal;
+        if !msg.dir.is_empty() {
+            j.dir = msg.dir.clone().into();
+        }
+        if msg.budget_bytes > 0 {
+            j.budget_bytes = ByteSize(msg.budget_bytes);
+        }
+        if msg.segment_bytes > 0 {
+            j.segment_bytes = ByteSize(msg.segment_bytes);
+        }
+        if msg.max_segments > 0 {
+            j.max_segments = msg.max_segments;
+        }
+        if !msg.policy.is_empty() {
+            j.policy = FullPolicy::from_name(&msg.policy)
+                .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?;
+        }
+        if msg.fsync_interval_ms > 0 {
+            j.fsync_interval_ms = msg.fsync_interval_ms;
+        }
+        opts.keep_after_delete |= msg.keep_after_delete;
+        opts.journal
+            .validate()
+            .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?;
+        Ok(opts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn any(type_url: &str, value: Vec<u8>) -> Any {
+        Any {
+            type_url: type_url.into(),
+            value,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn no_options_means_defaults() {
+        assert_eq!(ShimOptions::from_any(None).unwrap(), ShimOptions::default());
+    }
+
+    #[test]
+    fn holdfast_message_sets_fields() {
+        let msg = proto::Options {
+            dir: "/tmp/j".into(),
+            budget_bytes: 8 << 20,
+            segment_bytes: 1 << 20,
+            policy: "drop".into(),
+            keep_after_delete: true,
+            ..Default::default()
+        };
+        let o = ShimOptions::from_any(Some(&any(OPTIONS_TYPE, msg.encode_to_vec()))).unwrap();
+        assert_eq!(o.journal.dir, Path::new("/tmp/j"));
+        assert_eq!(o.journal.budget_bytes, ByteSize(8 << 20));
+        assert_eq!(o.journal.policy, FullPolicy::Drop);
+        assert!(o.keep_after_delete);
+    }
+
+    #[test]
+    fn cri_config_path_is_a_toml_file_with_the_same_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("holdfast.toml");
+        std::fs::write(
+            &f,
+            "dir = \"/tmp/x\"\nbudget_bytes = \"64MiB\"\npolicy = \"drop\"\nkeep_after_delete = true\n",
+        )
+        .unwrap();
+        let msg = runtimeoptions::Options {
+            config_path: f.display().to_string(),
+            ..Default::default()
+        };
+        let o = ShimOptions::from_any(Some(&any(
+            "type.googleapis.com/runtimeoptions.v1.Options",
+            msg.encode_to_vec(),
+        )))
+        .unwrap();
+        assert_eq!(o.journal.budget_bytes, ByteSize(64 << 20));
+        assert_eq!(o.journal.policy, FullPolicy::Drop);
+        assert!(o.keep_after_delete);
+    }
+
+    #[test]
+    fn bad_options_name_what_is_wrong() {
+        let err = ShimOptions::from_toml_str("policy = \"maybe\"", "t.toml").unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(err.to_string().contains("policy"), "{err}");
+        let err = ShimOptions::from_toml_str("colour = 1", "t.toml").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = ShimOptions::from_toml_file(Path::new("/nonexistent/h.toml")).unwrap_err();
+        assert!(matches!(err, Error::NotFound(_)));
+        let err = ShimOptions::from_any(Some(&any("example.Unknown", vec![]))).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)));
+    }
+}
