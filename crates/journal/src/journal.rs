@@ -239,6 +239,10 @@ impl Journal {
         check_config(&config)?;
         let dir = config.dir.clone();
         std::fs::create_dir_all(&dir).map_err(|e| JournalError::io("create folder", &dir, e))?;
+        // Container output may hold secrets: the task's folder is not for
+        // other users.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o750))
+            .map_err(|e| JournalError::io("set permissions of", &dir, e))?;
         let mut found: Vec<(SystemTime, Key, u64, u64)> = Vec::new();
         let mut next_seqs: HashMap<Key, u64> = HashMap::new();
         let rd = std::fs::read_dir(&dir).map_err(|e| JournalError::io("read folder", &dir, e))?;

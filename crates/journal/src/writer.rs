@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -429,7 +430,12 @@ impl StreamWriter {
         loop {
             let seq = self.shared.lock().stream(&self.key).next_seq;
             let path = segment_path(&dir, &self.key.0, self.key.1, seq);
-            match OpenOptions::new().append(true).create_new(true).open(&path) {
+            match OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(0o640)
+                .open(&path)
+            {
                 Ok(file) => {
                     // Make the new name durable with the data fsynced later.
                     if let Ok(d) = File::open(&pdir) {

@@ -194,4 +194,10 @@ pub fn remove_journal(journal: &Journal, process: Option<&str>) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove log journal");
         }
     }
+    if process.is_none() {
+        // The namespace folder goes with its last task (fails while not empty).
+        if let Some(ns_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(ns_dir);
+        }
+    }
 }
