@@ -144,51 +144,6 @@ fn check_spec(spec: &Spec) -> std::result::Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bundle_with(config: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("config.json"), config).unwrap();
-        dir
-    }
-
-    const GOOD: &str = r#"{"ociVersion":"1.0.2","process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}},"root":{"path":"rootfs"}}"#;
-
-    #[test]
-    fn a_sound_spec_loads() {
-        let b = bundle_with(GOOD);
-        let spec = load_spec(b.path()).unwrap();
-        assert_eq!(
-            rootfs_path(b.path(), &spec).unwrap(),
-            b.path().join("rootfs")
-        );
-    }
-
-    #[test]
-    fn bad_specs_are_invalid_arguments_naming_the_field() {
-        for (config, needle) in [
-            (
-                GOOD.replace(r#""cwd":"/""#, r#""cwd":"tmp""#),
-                "process.cwd",
-            ),
-            (
-                GOOD.replace(r#""args":["/bin/true"]"#, r#""args":[]"#),
-                "process.args",
-            ),
-            ("{not json".to_string(), "config.json"),
-        ] {
-            let b = bundle_with(&config);
-            let err = load_spec(b.path()).unwrap_err();
-            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-            assert!(err.to_string().contains(needle), "{err}");
-        }
-        let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(load_spec(empty.path()), Err(Error::NotFound(_))));
-    }
-}
-
 /// The rootfs folder the spec names, resolved against the bundle.
 pub fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
     let root = spec.root().as_ref().ok_or_else(|| {
@@ -240,5 +195,50 @@ pub fn unmount_rootfs(bundle: &Path) {
         if let Err(e) = containerd_shim::mount::umount_recursive(Some(t), libc::MNT_DETACH) {
             tracing::warn!(rootfs = %target.display(), error = %e, "unmount rootfs failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    const GOOD: &str = r#"{"ociVersion":"1.0.2","process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}},"root":{"path":"rootfs"}}"#;
+
+    #[test]
+    fn a_sound_spec_loads() {
+        let b = bundle_with(GOOD);
+        let spec = load_spec(b.path()).unwrap();
+        assert_eq!(
+            rootfs_path(b.path(), &spec).unwrap(),
+            b.path().join("rootfs")
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_invalid_arguments_naming_the_field() {
+        for (config, needle) in [
+            (
+                GOOD.replace(r#""cwd":"/""#, r#""cwd":"tmp""#),
+                "process.cwd",
+            ),
+            (
+                GOOD.replace(r#""args":["/bin/true"]"#, r#""args":[]"#),
+                "process.args",
+            ),
+            ("{not json".to_string(), "config.json"),
+        ] {
+            let b = bundle_with(&config);
+            let err = load_spec(b.path()).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(load_spec(empty.path()), Err(Error::NotFound(_))));
     }
 }
