@@ -29,7 +29,7 @@ pub fn all_pids() -> Vec<u32> {
         .collect()
 }
 
-/// The parent pid and state letter of `pid` (from /proc/<pid>/stat).
+/// The parent pid and state letter of `pid` (from `/proc/<pid>/stat`).
 pub fn stat(pid: u32) -> Option<(u32, char)> {
     let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // "pid (comm) S ppid ...": comm may contain spaces and parentheses.

@@ -121,12 +121,42 @@ pub fn load_spec(bundle: &Path) -> Result<Spec> {
             bundle.display()
         )));
     }
-    Spec::load(&path).map_err(|e| {
+    let spec = Spec::load(&path).map_err(|e| {
         Error::InvalidArgument(format!(
             "invalid config.json in bundle {}: {e}",
             bundle.display()
         ))
-    })
+    })?;
+    check_spec(&spec).map_err(|what| {
+        Error::InvalidArgument(format!(
+            "invalid config.json in bundle {}: {what}",
+            bundle.display()
+        ))
+    })?;
+    Ok(spec)
+}
+
+/// What runc would refuse anyway, checked up front so the error names the
+/// field (and is InvalidArgument, not runc's "unknown").
+fn check_spec(spec: &Spec) -> std::result::Result<(), String> {
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| "no process section".to_string())?;
+    if !process.cwd().is_absolute() {
+        return Err(format!(
+            "process.cwd {:?} must be an absolute path",
+            process.cwd()
+        ));
+    }
+    match process.args() {
+        Some(args) if !args.is_empty() && !args[0].is_empty() => {}
+        _ => return Err("process.args is empty: there is nothing to run".into()),
+    }
+    if spec.root().is_none() {
+        return Err("no root section".into());
+    }
+    Ok(())
 }
 
 /// The rootfs folder the spec names, resolved against the bundle.
@@ -199,5 +229,50 @@ pub fn remove_journal(journal: &Journal, process: Option<&str>) {
         if let Some(ns_dir) = dir.parent() {
             let _ = std::fs::remove_dir(ns_dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
+    }
+
+    const GOOD: &str = r#"{"ociVersion":"1.0.2","process":{"cwd":"/","args":["/bin/true"],"user":{"uid":0,"gid":0}},"root":{"path":"rootfs"}}"#;
+
+    #[test]
+    fn a_sound_spec_loads() {
+        let b = bundle_with(GOOD);
+        let spec = load_spec(b.path()).unwrap();
+        assert_eq!(
+            rootfs_path(b.path(), &spec).unwrap(),
+            b.path().join("rootfs")
+        );
+    }
+
+    #[test]
+    fn bad_specs_are_invalid_arguments_naming_the_field() {
+        for (config, needle) in [
+            (
+                GOOD.replace(r#""cwd":"/""#, r#""cwd":"tmp""#),
+                "process.cwd",
+            ),
+            (
+                GOOD.replace(r#""args":["/bin/true"]"#, r#""args":[]"#),
+                "process.args",
+            ),
+            ("{not json".to_string(), "config.json"),
+        ] {
+            let b = bundle_with(&config);
+            let err = load_spec(b.path()).unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(load_spec(empty.path()), Err(Error::NotFound(_))));
     }
 }

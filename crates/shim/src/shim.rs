@@ -544,6 +544,12 @@ impl TaskShim {
     /// Pids of every process in the container, with exec ids where known.
     pub async fn pids(&self, id: &str) -> Result<Vec<(u32, String)>> {
         let c = self.container(id)?;
+        if c.init.status() == Status::Stopped {
+            // runc has no processes to list, but the task is not deleted:
+            // report its init so containerd (1.7 on restart) keeps the task
+            // and its exit status instead of treating the shim as leaked.
+            return Ok(vec![(c.init.pid(), String::new())]);
+        }
         let pids = c.runc.ps(id).await?;
         let execs: HashMap<u32, String> = c
             .exec_processes()
