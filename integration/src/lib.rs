@@ -33,6 +33,7 @@
 pub mod cmd;
 pub mod containerd;
 pub mod events;
+pub mod logs;
 pub mod procs;
 pub mod rootfs;
 pub mod shim_client;
