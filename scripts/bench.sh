@@ -6,10 +6,18 @@
 #   make bench                 # setup + build + this script
 #   bash scripts/bench.sh      # the same, without setup and build
 #
-# Knobs (env): HOLDFAST_BENCH_VERSIONS ("1.6 1.7"), HOLDFAST_BENCH_IDLE (20
-# containers), HOLDFAST_BENCH_REPEAT (3 rounds of those),
-# HOLDFAST_BENCH_SINGLE_ROUNDS (3), HOLDFAST_BENCH_SETTLE (1 s before reading
-# memory), HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
+# Knobs (env; defaults, then the quick mode's): HOLDFAST_BENCH_QUICK=1 (a
+# short run, a few minutes), HOLDFAST_BENCH_SECTIONS ("idle throughput
+# outage"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"), HOLDFAST_BENCH_IDLE (20 / 5
+# containers), HOLDFAST_BENCH_REPEAT (3 / 1 rounds of those),
+# HOLDFAST_BENCH_SINGLE_ROUNDS (3 / 1), HOLDFAST_BENCH_SETTLE (1 s before
+# reading memory), HOLDFAST_BENCH_TP_MIB (128 / 64 MiB written per throughput
+# run), HOLDFAST_BENCH_TP_RUNS (3 / 1 runs per sink and shim),
+# HOLDFAST_BENCH_TP_TIMEOUT (120 s), HOLDFAST_BENCH_OUTAGE_SECS (60 / 10 s
+# of containerd outage), HOLDFAST_BENCH_OUTAGE_WARMUP (3 / 2 s),
+# HOLDFAST_BENCH_OUTAGE_AFTER (5 / 3 s), HOLDFAST_BENCH_OUTAGE_BATCH (100
+# lines per progress record), HOLDFAST_BENCH_OUTAGE_STALL (0.25 s: longer
+# gaps count as blocked), HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
 #
 # Sections: each is a pair of functions, section_<name> VERSION (measures,
 # filling R[...]) and render_<name> VERSION (prints its markdown). Add one by
@@ -18,15 +26,33 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SECTIONS=(idle)
 OURS=io.rust.shim.v2
 GO=io.containerd.runc.v2
 RUNTIMES=("$OURS" "$GO")
+QUICK="${HOLDFAST_BENCH_QUICK:-0}"
+[[ "$QUICK" == 1 ]] || QUICK=0
+# q FULL QUICK: the default of a knob in a full or a quick run.
+q() { if ((QUICK)); then echo "$2"; else echo "$1"; fi; }
+read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage}"
 read -r -a VERSIONS <<<"${HOLDFAST_BENCH_VERSIONS:-1.6 1.7}"
-IDLE_N="${HOLDFAST_BENCH_IDLE:-20}"
-SINGLE_ROUNDS="${HOLDFAST_BENCH_SINGLE_ROUNDS:-3}"
+IDLE_N="${HOLDFAST_BENCH_IDLE:-$(q 20 5)}"
+SINGLE_ROUNDS="${HOLDFAST_BENCH_SINGLE_ROUNDS:-$(q 3 1)}"
 SETTLE="${HOLDFAST_BENCH_SETTLE:-1}"
-REPEAT="${HOLDFAST_BENCH_REPEAT:-3}"
+REPEAT="${HOLDFAST_BENCH_REPEAT:-$(q 3 1)}"
+# Throughput: TP_COPIES copies of an 8 MiB file per run, TP_RUNS runs.
+TP_FILE_BYTES=$((8 * 1048576))
+TP_COPIES="$((${HOLDFAST_BENCH_TP_MIB:-$(q 128 64)} / 8))"
+((TP_COPIES >= 1)) || TP_COPIES=1
+TP_RUNS="${HOLDFAST_BENCH_TP_RUNS:-$(q 3 1)}"
+TP_TIMEOUT="${HOLDFAST_BENCH_TP_TIMEOUT:-120}"
+# Outage: how long containerd stays down, the logging before and after it,
+# lines per progress record, and the gap that counts as blocked.
+OUT_SECS="${HOLDFAST_BENCH_OUTAGE_SECS:-$(q 60 10)}"
+OUT_WARMUP="${HOLDFAST_BENCH_OUTAGE_WARMUP:-$(q 3 2)}"
+OUT_AFTER="${HOLDFAST_BENCH_OUTAGE_AFTER:-$(q 5 3)}"
+OUT_BATCH="${HOLDFAST_BENCH_OUTAGE_BATCH:-100}"
+OUT_STALL="${HOLDFAST_BENCH_OUTAGE_STALL:-0.25}"
+CLK_TCK="$(getconf CLK_TCK)"
 OUT="${HOLDFAST_BENCH_OUT:-$HF_REPO/BENCHMARKS.md}"
 
 BENCH_DIR="$HF_REPO/.bench"
@@ -38,6 +64,9 @@ HF_CGROUP_PARENT="$(hf_cgroup_parent bench)"
 declare -A R=()
 # Why a runtime failed on a version: ERR["<version>|<runtime>"] = message.
 declare -A ERR=()
+# Failures of one measurement (not of the whole shim):
+# SERR["<version>|<runtime>|<measurement>"] = message.
+declare -A SERR=()
 # Our shim's binary as measured: size and checksum.
 SHIM_INFO=""
 SHIM_SRC=""
@@ -251,6 +280,13 @@ row() {
         "$(cell "$V" "$GO" "$2" "$3" "$4")" "$(ratio "$V" "$2")"
 }
 
+# row_plain LABEL METRIC SCALE FORMAT NOTE: a row whose ratio means nothing;
+# NOTE stands in its place.
+row_plain() {
+    printf '| %s | %s | %s | %s |\n' "$1" "$(cell "$V" "$OURS" "$2" "$3" "$4")" \
+        "$(cell "$V" "$GO" "$2" "$3" "$4")" "$5"
+}
+
 # others VERSION: a warning when other processes on the machine ran a shim
 # binary during the one-container measurement.
 others() {
@@ -284,6 +320,25 @@ goal() {
     printf -- '- %s: ratio %s → %s\n' "$1" "$2" "$verdict"
 }
 
+method_idle() {
+    cat <<EOF
+
+### Idle shims
+
+- Containers are \`ctr run -d --rootfs <busybox> --log-uri file://… /bin/sleep 100000\`;
+  memory is read ${SETTLE} s after the last start.
+- "1 idle container": the only container of the daemon; median of
+  $SINGLE_ROUNDS rounds. "$IDLE_N idle containers": $IDLE_N per shim kind
+  running at once, started alternately (ours, Go, ours, …) so both see the
+  same machine noise; $REPEAT such rounds; the median over all
+  $((REPEAT * IDLE_N)) shims of each kind.
+- Start latency: the wall time of \`ctr run -d\` until it returns (it returns
+  after the task's Start; RUNNING is then checked with \`ctr t ls\`, outside
+  the timing), over the $((REPEAT * IDLE_N)) starts above (${IDLE_N} per round);
+  median and p90 (nearest rank).
+EOF
+}
+
 render_idle() {
     V="$1"
     cat <<EOF
@@ -305,6 +360,512 @@ EOF
     echo
     goal "private memory per shim ($IDLE_N idle) at most a quarter of the Go shim's" "$(ratio "$V" many_priv)" 0.25
     goal "start latency (median) no worse than the Go shim's (5 % noise allowance)" "$(ratio "$V" start_median)" 1.05
+}
+
+# ---------------------------------------------------------------- section: throughput
+
+# The writer: a container that waits for its go file, records its start time,
+# writes TP_COPIES copies of an 8 MiB file of 128-byte lines to stdout with
+# busybox `cat` (sendfile: 64 KiB pipe-fulls, far faster than a shim drains
+# them), records its end time, then waits for its exit file so that its shim
+# is still there to be measured.
+# shellcheck disable=SC2016 # expanded by the container's shell
+TP_SCRIPT='id=$1 n=$2
+while [ ! -e /bench/$id.go ]; do sleep 0.01; done
+set --
+i=0
+while [ $i -lt $n ]; do set -- "$@" /bench/data; i=$((i + 1)); done
+echo $EPOCHREALTIME >/bench/$id.t0
+cat "$@"
+echo $EPOCHREALTIME >/bench/$id.t1
+while [ ! -e /bench/$id.exit ]; do sleep 0.05; done'
+
+# Throughput modes: a = no sink (ctr run -d --null-io), b = FIFO read by a
+# foreground ctr, c = file:// (ctr run -d --log-uri).
+TP_MODES=(a b c)
+
+tp_mode_name() {
+    case "$1" in
+        a) echo "(a) no sink: ours journal alone, Go /dev/null" ;;
+        b) echo "(b) FIFO read by a foreground \`ctr run\`" ;;
+        c) echo "(c) \`file://\` (\`--log-uri\`)" ;;
+    esac
+}
+
+# mem_sampler PID OUT: until OUT.stop exists or PID is gone, every 0.1 s, the
+# largest RSS and private (Private_Clean + Private_Dirty) KiB of PID seen so
+# far into OUT as "rss private". Shell builtins only (no forks but sleep).
+mem_sampler() {
+    local pid="$1" out="$2" k v rss=0 priv=0 r p
+    while [[ ! -e "$out.stop" ]]; do
+        r=0 p=0
+        { while read -r k v _; do
+            case "$k" in
+                Rss:) r="$v" ;;
+                Private_Clean: | Private_Dirty:) p=$((p + v)) ;;
+            esac
+        done <"/proc/$pid/smaps_rollup"; } 2>/dev/null || break
+        ((r <= rss)) || rss="$r"
+        ((p <= priv)) || priv="$p"
+        printf '%s %s\n' "$rss" "$priv" >"$out"
+        sleep 0.1
+    done
+}
+
+# our_config VERSION NAME TOML: a runtime options file for our shim (ctr run
+# --runtime-config-path) with its journal under the bench folder (removed with
+# it), plus the TOML lines given; prints its path.
+our_config() {
+    local f
+    f="$(dir_of "$1")/$2.toml"
+    printf 'dir = "%s"\n%s' "$(dir_of "$1")/journal" "$3" >"$f"
+    printf '%s\n' "$f"
+}
+
+# wait_for TIMEOUT COMMAND...: run COMMAND every 20 ms until it succeeds;
+# false on timeout.
+wait_for() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.02
+    done
+}
+
+file_size_at_least() { [[ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ]]; }
+gone() { [[ ! -d "/proc/$1" ]]; }
+last_line() { tr -d '\0' <"$1" 2>/dev/null | awk 'NF { l = $0 } END { print l }'; }
+
+# section_error VERSION RUNTIME KEY MESSAGE: remember the first failure of a
+# measurement (it does not stop the other measurements of that shim).
+section_error() {
+    [[ -n "${SERR[$1|$2|$3]:-}" ]] || SERR[$1|$2|$3]="$4"
+    hf_log "bench: $3, $(short "$2") shim on containerd $1: $4"
+}
+
+# tp_run VERSION RUNTIME MODE ROUND TMP: one throughput run; appends
+# "MB/s cpu-s-per-GB max-rss-KiB max-private-KiB" to TMP/tp-MODE-<short>.
+tp_run() {
+    local version="$1" rt="$2" mode="$3" r="$4" tmp="$5" dir ns ctr id root bytes
+    local args=() job="" sampler="" pid t0 t1 c0 c1="" mem err=""
+    dir="$(dir_of "$version")"
+    ns="$(ns_of "$version")"
+    ctr="$(hf_ctr_bin "$dir")"
+    id="hfb$RUN_ID-tp$mode-$(short "$rt")-$r"
+    root="$BENCH_DIR/rootfs/bench"
+    bytes=$((TP_COPIES * TP_FILE_BYTES))
+    args=(--runtime "$rt" --cgroup "$HF_CGROUP_PARENT/${version//./}-$id")
+    [[ "$rt" != "$OURS" ]] || args+=(--runtime-config-path "$(dir_of "$version")/tp.toml")
+    case "$mode" in
+        a) args+=(-d --null-io) ;;
+        c) args+=(-d --log-uri "file://$tmp/$id.log") ;;
+    esac
+    # --rootfs is a switch: the folder takes the image's place, last.
+    args+=(--rootfs "$BENCH_DIR/rootfs")
+    if [[ "$mode" == b ]]; then
+        # ctr copies the FIFO to a pipe; dd counts the bytes and notes when
+        # the last one arrived; cat keeps the pipe open afterwards.
+        (
+            "$ctr" --address "$dir/containerd.sock" -n "$ns" run "${args[@]}" "$id" \
+                /bin/sh -c "$TP_SCRIPT" sh "$id" "$TP_COPIES" </dev/null 2>"$tmp/$id.err" |
+                {
+                    dd of=/dev/null bs=64k count=$((bytes / 65536)) iflag=fullblock 2>/dev/null
+                    echo "$EPOCHREALTIME" >"$tmp/$id.got"
+                    cat >/dev/null
+                }
+        ) &
+        job=$!
+    elif ! timeout 60 "$ctr" --address "$dir/containerd.sock" -n "$ns" run "${args[@]}" "$id" \
+        /bin/sh -c "$TP_SCRIPT" sh "$id" "$TP_COPIES" </dev/null >/dev/null 2>"$tmp/$id.err"; then
+        err="ctr run failed: $(last_line "$tmp/$id.err")"
+    fi
+    if [[ -z "$err" ]] && ! hf_wait_status "$dir" "$ns" "$id" RUNNING 20; then
+        err="task $id is not RUNNING: $(last_line "$tmp/$id.err")"
+    fi
+    if [[ -z "$err" ]] && ! pid="$(shim_of "$version" "$id")"; then
+        err="no shim process found for task $id"
+    fi
+    if [[ -z "$err" ]]; then
+        mem_sampler "$pid" "$tmp/$id.mem" &
+        sampler=$!
+        c0="$(hf_cpu_ticks "$pid")"
+        : >"$root/$id.go"
+        case "$mode" in
+            a) wait_for "$TP_TIMEOUT" test -s "$root/$id.t1" || err="not done after ${TP_TIMEOUT}s" ;;
+            b) wait_for "$TP_TIMEOUT" test -s "$tmp/$id.got" || err="not done after ${TP_TIMEOUT}s" ;;
+            c)
+                if wait_for "$TP_TIMEOUT" file_size_at_least "$tmp/$id.log" "$bytes"; then
+                    echo "$EPOCHREALTIME" >"$tmp/$id.got"
+                else
+                    err="not done after ${TP_TIMEOUT}s ($(stat -c %s "$tmp/$id.log" 2>/dev/null || echo 0) of $bytes bytes in the file)"
+                fi
+                ;;
+        esac
+        c1="$(hf_cpu_ticks "$pid" || true)"
+        : >"$tmp/$id.mem.stop"
+        wait "$sampler" 2>/dev/null || true
+    fi
+    if [[ -z "$err" && -z "$c1" ]]; then err="shim $pid exited during the run"; fi
+    if [[ -z "$err" ]]; then
+        t0="$(cat "$root/$id.t0")"
+        if [[ "$mode" == a ]]; then t1="$(cat "$root/$id.t1")"; else t1="$(cat "$tmp/$id.got")"; fi
+        mem="$(cat "$tmp/$id.mem" 2>/dev/null || echo "0 0")"
+        awk -v b="$bytes" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v hz="$CLK_TCK" -v m="$mem" \
+            'BEGIN { split(m, mm, " "); printf "%.1f %.3f %s %s\n", b / 1e6 / (t1 - t0), (c1 - c0) / hz / (b / 1e9), mm[1], mm[2] }' \
+            >>"$tmp/tp-$mode-$(short "$rt")"
+    fi
+    # Let the container go, and clean up.
+    : >"$root/$id.exit"
+    if [[ -n "$job" ]]; then
+        # A foreground ctr exits with its task.
+        wait_for 30 gone "$job" || pkill -9 -P "$job" 2>/dev/null || true
+        wait "$job" 2>/dev/null || true
+    elif [[ -n "$(hf_task_field "$dir" "$ns" "$id" STATUS)" ]]; then
+        hf_wait_status "$dir" "$ns" "$id" STOPPED 30 || true
+    fi
+    remove_container "$version" "$id"
+    rm -f "$root/$id".* "$tmp/$id".*
+    [[ -z "$err" ]] || section_error "$version" "$rt" "throughput $mode" "$err"
+}
+
+section_throughput() {
+    local version="$1" tmp rt mode r f
+    tmp="$(dir_of "$version")/tp"
+    mkdir -p "$tmp"
+    our_config "$version" tp "" >/dev/null
+    hf_log "bench: containerd $version: throughput, $((TP_COPIES * TP_FILE_BYTES / 1048576)) MiB per run, $TP_RUNS run(s) per sink and shim"
+    for ((r = 1; r <= TP_RUNS; r++)); do
+        for mode in "${TP_MODES[@]}"; do
+            for rt in "${RUNTIMES[@]}"; do
+                ok "$version" "$rt" || continue
+                tp_run "$version" "$rt" "$mode" "$r" "$tmp"
+            done
+        done
+    done
+    for rt in "${RUNTIMES[@]}"; do
+        for mode in "${TP_MODES[@]}"; do
+            f="$tmp/tp-$mode-$(short "$rt")"
+            [[ -s "$f" ]] || continue
+            R[$version|$rt|tp_${mode}_mbs]="$(awk '{ print $1 }' "$f" | median)"
+            R[$version|$rt|tp_${mode}_cpu]="$(awk '{ print $2 }' "$f" | median)"
+            R[$version|$rt|tp_${mode}_rss]="$(awk '{ print $3 }' "$f" | median)"
+            R[$version|$rt|tp_${mode}_priv]="$(awk '{ print $4 }' "$f" | median)"
+            R[$version|$rt|tp_${mode}_n]="$(wc -l <"$f")"
+        done
+    done
+}
+
+# section_errors VERSION KEY...: the failures recorded for those keys.
+section_errors() {
+    local version="$1" rt key msg
+    shift
+    for key in "$@"; do
+        for rt in "${RUNTIMES[@]}"; do
+            msg="${SERR[$version|$rt|$key]:-}"
+            [[ -n "$msg" ]] || continue
+            # shellcheck disable=SC2016 # markdown backquotes
+            printf '\n**%s, %s:** `%s`\n' "$(short "$rt")" "$key" "$(printf '%s' "$msg" | tr '`\n' "' " | cut -c1-300)"
+        done
+    done
+}
+
+# goal_min TEXT RATIO MIN: "met"/"not met"/"not measured" for ratio ≥ MIN.
+goal_min() {
+    local verdict="not measured"
+    if [[ "$2" != n/a ]]; then
+        if awk -v r="$2" -v m="$3" 'BEGIN { exit !(r >= m) }'; then verdict=met; else verdict="**not met**"; fi
+    fi
+    printf -- '- %s: ratio %s → %s\n' "$1" "$2" "$verdict"
+}
+
+# goal_zero TEXT VERSION METRIC: "met" when ours measured exactly 0.
+goal_zero() {
+    local v="${R[$2|$OURS|$3]:-}" verdict
+    if [[ -z "$v" ]]; then
+        verdict="not measured"
+    elif awk -v v="$v" 'BEGIN { exit !(v + 0 == 0) }'; then
+        verdict=met
+    else
+        verdict="**not met**"
+    fi
+    printf -- '- %s: ours %s → %s\n' "$1" "${v:-n/a}" "$verdict"
+}
+
+method_throughput() {
+    cat <<EOF
+
+### Log throughput, shim CPU and memory under load
+
+- The writer: busybox \`cat\` of $TP_COPIES copies of an 8 MiB file of 128-byte
+  lines (\`%08d\` and 119 letters and digits, then \`\\n\`) to stdout,
+  $((TP_COPIES * TP_FILE_BYTES / 1048576)) MiB per run. busybox \`cat\` uses
+  \`sendfile\` into the pipe (about 2.5 GB/s here), so the shim, not the
+  writer, is the bottleneck. The container waits for a go file, notes
+  \`\$EPOCHREALTIME\` (start), writes, notes it again, and waits for an exit
+  file so that its shim is still there to be measured.
+- Sinks, each run with both shims (ours: \`--runtime-config-path\` to a TOML
+  file setting \`dir\` to the bench folder; journal defaults otherwise:
+  256 MiB budget, 16 MiB segments, \`block\`):
+  - (a) \`ctr run -d --null-io\`: no sink. Ours still drains everything into
+    its journal; the Go shim hands the container /dev/null and does nothing,
+    so its column is the writer's own speed, not a shim's: compare (b) and (c).
+    (Plain \`ctr run -d\` would give FIFOs that nobody reads after ctr exits:
+    the Go shim's container would block at once.)
+  - (b) a foreground \`ctr run … </dev/null | dd bs=64k count=… iflag=fullblock\`:
+    ctr reads the stdout FIFO the shim writes; the run ends when dd has
+    counted every byte.
+  - (c) \`ctr run -d --log-uri file://<bench>/<id>.log\`: the run ends when the
+    file holds every byte (its size, polled every 20 ms).
+- Throughput = bytes written ÷ (end − the container's start time), in MB/s.
+- Shim CPU: utime + stime of the shim process (all threads) from
+  \`/proc/<shim>/stat\`, read just before the go file and at the end, in
+  seconds per GB written.
+- Shim RSS and private memory: \`/proc/<shim>/smaps_rollup\` sampled every
+  0.1 s during the run; the largest value of a run.
+- $TP_RUNS run(s) per sink and shim, alternating shims; each number is the
+  median over the runs.
+EOF
+}
+
+render_throughput() {
+    local mode keys=() n
+    V="$1"
+    n="${R[$V|$OURS|tp_b_n]:-${R[$V|$GO|tp_b_n]:-0}}"
+    printf '\n### Log throughput: %s MiB per run, median of %s run(s) per sink and shim\n\n' \
+        "$((TP_COPIES * TP_FILE_BYTES / 1048576))" "$n"
+    echo "| sink | metric | ours (\`$OURS\`) | Go (\`$GO\`) | ratio ours÷Go |"
+    echo "| --- | --- | --- | --- | --- |"
+    for mode in "${TP_MODES[@]}"; do
+        keys+=("throughput $mode")
+        if [[ "$mode" == a ]]; then
+            row_plain "$(tp_mode_name "$mode") | throughput (MB/s)" "tp_${mode}_mbs" 1 %.1f "— (Go: the writer alone)"
+            row_plain "$(tp_mode_name "$mode") | shim CPU (s per GB)" "tp_${mode}_cpu" 1 %.3f "— (Go copies nothing)"
+        else
+            row "$(tp_mode_name "$mode") | throughput (MB/s)" "tp_${mode}_mbs" 1 %.1f
+            row "$(tp_mode_name "$mode") | shim CPU (s per GB)" "tp_${mode}_cpu" 1 %.3f
+        fi
+        row "$(tp_mode_name "$mode") | shim RSS, max (MiB)" "tp_${mode}_rss" 1024 %.2f
+        row "$(tp_mode_name "$mode") | shim private, max (MiB)" "tp_${mode}_priv" 1024 %.2f
+    done
+    section_errors "$V" "${keys[@]}"
+    echo
+    goal_min "FIFO throughput at least the Go shim's (5 % noise allowance)" "$(ratio "$V" tp_b_mbs)" 0.95
+    goal_min "\`file://\` throughput at least the Go shim's (5 % noise allowance)" "$(ratio "$V" tp_c_mbs)" 0.95
+}
+
+# ---------------------------------------------------------------- section: outage
+
+# The logger: numbered lines "n=<k> t=<time> ...", OUT_BATCH at a time, then
+# one progress record "<lines so far> <time>" in a file of its rootfs and a
+# 10 ms pause; a last record "total <lines>" once its stop file appears.
+# shellcheck disable=SC2016 # expanded by the container's shell
+OUT_SCRIPT='id=$1 batch=$2
+p=/bench/$id.progress
+i=0
+echo "0 $EPOCHREALTIME" >$p
+while [ ! -e /bench/$id.stop ]; do
+    j=0
+    while [ $j -lt $batch ]; do
+        i=$((i + 1))
+        j=$((j + 1))
+        echo "n=$i t=$EPOCHREALTIME the quick brown fox jumps over the lazy dog"
+    done
+    echo "$i $EPOCHREALTIME" >>$p
+    sleep 0.01
+done
+echo "total $i" >>$p'
+
+# out_stalls FILE T_DOWN T_UP: "longest-gap blocked-s blocked-in-outage-s
+# longest-gap-start-relative-to-T_DOWN"
+# from the progress records: a gap between consecutive records longer than
+# OUT_STALL seconds counts as blocked; the part of it between T_DOWN and T_UP
+# counts as blocked during the outage.
+out_stalls() {
+    awk -v th="$OUT_STALL" -v d="$2" -v u="$3" '
+        $1 == "total" { next }
+        NR > 1 {
+            g = $2 - prev
+            if (g > max) { max = g; at = prev - d }
+            if (g > th) {
+                sum += g
+                s = prev > d ? prev : d; e = $2 < u ? $2 : u
+                if (e > s) ins += e - s
+            }
+        }
+        { prev = $2 }
+        END { printf "%.3f %.3f %.3f %.3f\n", max, sum, ins, at }' "$1"
+}
+
+# out_count FILES...: "lines distinct out-of-order" of the n=<k> lines in FILES
+# (read in order; out-of-order counts lines whose k is not above the last k
+# seen in the same file).
+out_count() {
+    awk 'FNR == 1 { last = 0 }
+        { for (i = 1; i <= NF; i++) if ($i ~ /^n=[0-9]+$/) {
+              k = substr($i, 3) + 0; n++
+              if (!(k in seen)) { seen[k] = 1; d++ }
+              if (k <= last) o++
+              last = k
+              break } }
+        END { printf "%d %d %d\n", n, d, o }' "$@" 2>/dev/null
+}
+
+# out_run VERSION RUNTIME TMP: one outage run (see render_outage).
+out_run() {
+    local version="$1" rt="$2" tmp="$3" dir ns ctr id root args=() job ajob="" td="" tu="" st total cnt jcnt="" jfiles=() err="" pid=""
+    dir="$(dir_of "$version")"
+    ns="$(ns_of "$version")"
+    ctr="$(hf_ctr_bin "$dir")"
+    id="hfb$RUN_ID-out-$(short "$rt")"
+    root="$BENCH_DIR/rootfs/bench"
+    args=(--runtime "$rt" --cgroup "$HF_CGROUP_PARENT/${version//./}-$id")
+    [[ "$rt" != "$OURS" ]] || args+=(--runtime-config-path "$(dir_of "$version")/out.toml")
+    args+=(--rootfs "$BENCH_DIR/rootfs")
+    "$ctr" --address "$dir/containerd.sock" -n "$ns" run "${args[@]}" "$id" \
+        /bin/sh -c "$OUT_SCRIPT" sh "$id" "$OUT_BATCH" </dev/null >"$tmp/$id.out1" 2>"$tmp/$id.err1" &
+    job=$!
+    if ! hf_wait_status "$dir" "$ns" "$id" RUNNING 20; then
+        err="task $id is not RUNNING: $(last_line "$tmp/$id.err1")"
+    fi
+    if [[ -z "$err" ]]; then
+        pid="$(hf_task_field "$dir" "$ns" "$id" PID)"
+        sleep "$OUT_WARMUP"
+        # The reader dies first (as a node's log reader dies with
+        # containerd), then containerd; both stay down.
+        kill -9 "$job" 2>/dev/null || true
+        wait "$job" 2>/dev/null || true
+        hf_containerd_kill9 "$dir"
+        td="$EPOCHREALTIME"
+        hf_log "bench: containerd $version, $(short "$rt") shim: containerd and the FIFO reader are down for ${OUT_SECS} s"
+        sleep "$OUT_SECS"
+        HOLDFAST_BIN_DIR="$(snapshot_dir "$version")" hf_containerd_start "$version" "$dir"
+        tu="$EPOCHREALTIME"
+        if [[ -z "$(hf_task_field "$dir" "$ns" "$id" STATUS)" ]]; then
+            err="task gone after containerd's restart (its init process $(hf_pid_alive "$pid" && echo still runs || echo is gone))"
+            if grep -q "cleaning up dead shim" "$dir/containerd.log"; then err="$err; containerd logged 'cleaning up dead shim'"; fi
+        else
+            # A new reader on the same FIFOs.
+            "$ctr" --address "$dir/containerd.sock" -n "$ns" t attach "$id" </dev/null >"$tmp/$id.out2" 2>"$tmp/$id.err2" &
+            ajob=$!
+            sleep "$OUT_AFTER"
+        fi
+    else
+        kill -9 "$job" 2>/dev/null || true
+        wait "$job" 2>/dev/null || true
+    fi
+    : >"$root/$id.stop"
+    if [[ -n "$pid" ]] && ! wait_for 30 grep -q '^total' "$root/$id.progress"; then
+        err="${err:-the container did not stop within 30 s of its stop file}"
+    fi
+    if [[ -n "$ajob" ]]; then
+        # The reader ends once the task has exited and its output is read.
+        if ! wait_for 30 gone "$ajob"; then
+            err="${err:-ctr t attach did not end within 30 s of the task exit}"
+            kill -9 "$ajob" 2>/dev/null || true
+        fi
+        wait "$ajob" 2>/dev/null || true
+    fi
+    if [[ -n "$pid" && "$rt" == "$OURS" ]]; then
+        # The journal (kept after the task's delete, which ctr t attach does).
+        hf_wait_status "$dir" "$ns" "$id" STOPPED 10 || true
+        jfiles=("$(dir_of "$version")/journal/$ns/$id/init/"stdout.*.log)
+        if [[ -e "${jfiles[0]}" ]]; then
+            jcnt="$(out_count "${jfiles[@]}")"
+        else
+            err="${err:-no journal segment in $(dir_of "$version")/journal/$ns/$id/init/}"
+        fi
+    fi
+    if [[ -s "$root/$id.progress" && -n "$td" ]]; then
+        total="$(awk '$1 == "total" { print $2 }' "$root/$id.progress")"
+        st="$(out_stalls "$root/$id.progress" "$td" "$tu")"
+        R[$version|$rt|out_longest]="$(awk '{ print $1 }' <<<"$st")"
+        R[$version|$rt|out_blocked]="$(awk '{ print $2 }' <<<"$st")"
+        R[$version|$rt|out_blocked_outage]="$(awk '{ print $3 }' <<<"$st")"
+        R[$version|$rt|out_longest_at]="$(awk '{ print $4 }' <<<"$st")"
+        if [[ -n "$total" ]]; then
+            cnt="$(out_count "$tmp/$id.out1" "$tmp/$id.out2")"
+            R[$version|$rt|out_total]="$total"
+            R[$version|$rt|out_lost]="$(awk -v t="$total" '{ print t - $2 }' <<<"$cnt")"
+            R[$version|$rt|out_dup]="$(awk '{ print $1 - $2 }' <<<"$cnt")"
+            R[$version|$rt|out_order]="$(awk '{ print $3 }' <<<"$cnt")"
+            if [[ -n "$jcnt" ]]; then
+                R[$version|$rt|out_jlost]="$(awk -v t="$total" '{ print t - $2 }' <<<"$jcnt")"
+            fi
+        fi
+    fi
+    [[ -z "$err" ]] || section_error "$version" "$rt" outage "$err"
+    remove_container "$version" "$id"
+    hf_remove_client_fifos "$id-std*"
+    rm -rf "$root/$id".* "$(dir_of "$version")/journal/$ns/$id" "$tmp/$id".*
+}
+
+section_outage() {
+    local version="$1" tmp rt
+    tmp="$(dir_of "$version")/outage"
+    mkdir -p "$tmp"
+    # A budget and a retention that hold the whole run (the full policy is
+    # not measured here, and the journal is counted), kept after the delete.
+    our_config "$version" out 'budget_bytes = "4GiB"
+max_segments = 1000
+keep_after_delete = true
+' >/dev/null
+    for rt in "${RUNTIMES[@]}"; do
+        ok "$version" "$rt" || continue
+        out_run "$version" "$rt" "$tmp"
+    done
+}
+
+method_outage() {
+    cat <<EOF
+
+### A containerd outage under a logging container
+
+- The logger: a busybox shell loop writing numbered lines
+  (\`n=<k> t=<time> the quick brown fox …\`, about 80 bytes) to stdout,
+  $OUT_BATCH at a time, then appending a progress record
+  \`<lines so far> \$EPOCHREALTIME\` to a file in its rootfs and pausing
+  10 ms (so a 60 s run stays within the journal's disk budget). A
+  \`write()\` that blocks shows up as a gap between progress records.
+- The FIFO reader is a foreground \`ctr run </dev/null >out1\`. After
+  ${OUT_WARMUP} s, the reader is \`kill -9\`'d, then containerd is
+  \`kill -9\`'d and kept down ${OUT_SECS} s
+  (\`HOLDFAST_BENCH_OUTAGE_SECS\`). Then containerd is started again on
+  the same state, and \`ctr t attach <id> </dev/null >out2\` opens the same
+  FIFOs as the new reader; ${OUT_AFTER} s later the container is told to
+  stop (a stop file), writes its last progress record
+  \`total <lines>\` and exits; \`ctr t attach\` ends with the task.
+- Blocked seconds: the sum of the gaps between consecutive progress records
+  longer than ${OUT_STALL} s (normal gaps are 10-20 ms), over the whole run
+  and the part of it between the \`kill -9\` of containerd and its return.
+- Lines lost: the container's own total minus the distinct \`n=<k>\` lines
+  found in out1 and out2; also counted: lines received twice, and lines not
+  in increasing order within a reader's output. For ours, the same count
+  over the journal's stdout segments (options: 4 GiB budget,
+  \`max_segments = 1000\`, \`keep_after_delete = true\`, so the journal
+  still holds every line when it is counted; the bench removes it).
+- One run per shim and version (an outage run takes ${OUT_SECS} s and more).
+EOF
+}
+
+render_outage() {
+    V="$1"
+    printf '\n### A %s s containerd outage under a logging container (FIFO sink)\n\n' "$OUT_SECS"
+    echo "| metric | ours (\`$OURS\`) | Go (\`$GO\`) | ratio ours÷Go |"
+    echo "| --- | --- | --- | --- |"
+    row_plain "lines the container wrote" out_total 1 %d "— (a blocked writer writes less)"
+    row "longest gap between its progress records (s)" out_longest 1 %.3f
+    row_plain "… it began at (s after containerd's kill -9; containerd was back at ${OUT_SECS} s)" out_longest_at 1 %.2f —
+    row "seconds blocked (gaps > ${OUT_STALL} s), whole run" out_blocked 1 %.3f
+    row "… of which while containerd was down" out_blocked_outage 1 %.3f
+    row "lines lost (not received by either ctr reader)" out_lost 1 %d
+    row "lines received more than once" out_dup 1 %d
+    row "lines received out of order" out_order 1 %d
+    row "lines missing from the journal (ours only)" out_jlost 1 %d
+    section_errors "$V" outage
+    echo
+    goal_zero "zero seconds blocked while containerd was down" "$V" out_blocked_outage
+    goal_zero "zero lines lost" "$V" out_lost
 }
 
 # ---------------------------------------------------------------- the report
@@ -330,39 +891,51 @@ Generated by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand.
 - commit: $(git -C "$HF_REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -z "$(git -C "$HF_REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]] || echo " plus uncommitted changes in crates/")
 - machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), cgroup $(cgroup_mode), $(runc --version 2>/dev/null | head -n 1)
 - shims: ours \`$HF_SHIM_NAME\` (${SHIM_INFO:-not built}); Go \`containerd-shim-runc-v2\` from each containerd's own package
+- command: \`$(command_line)\`$( ((QUICK)) && echo " (quick mode: fewer rounds, smaller and shorter runs)")
+- sections: ${SECTIONS[*]}
 
 ## Goals
 
 - private memory per shim at most a quarter of the Go shim's (ratio ≤ 0.25)
 - start latency no worse than the Go shim's (ratio ≤ 1, read with the noise of a shared 2-core machine in mind)
+- log throughput at least the Go shim's (ratio ≥ 1; 0.95 allowed for noise)
+- during a containerd outage: zero seconds blocked, zero lines lost
 
 ## Method
 
 - One private containerd per version (own root, state and sockets, CRI
-  disabled), one namespace and one cgroup parent per run; containers are
-  \`ctr run -d --rootfs <busybox> --log-uri file://… /bin/sleep 100000\`.
+  disabled), one namespace and one cgroup parent per run.
 - Both shims run from copies of their binaries taken when the bench starts
-  (first on that containerd's PATH), so a rebuild during the run changes
-  nothing and no process outside the bench shares their pages.
+  (first on that containerd's PATH, written back with \`sync\` so that no
+  dirty page-cache page of a binary counts as a shim's private memory), so a
+  rebuild during the run changes nothing and no process outside the bench
+  shares their pages.
 - Memory comes from \`/proc/<shim>/smaps_rollup\` (RSS, PSS, private =
-  Private_Clean + Private_Dirty) and threads from \`/proc/<shim>/status\`,
-  read ${SETTLE} s after the last start; the shim is the parent of the task's
-  init pid. MiB = 1024 KiB.
-- "1 idle container": the only container of the daemon; median of
-  $SINGLE_ROUNDS rounds. "$IDLE_N idle containers": $IDLE_N per shim kind
-  running at once, started alternately (ours, Go, ours, …) so both see the
-  same machine noise; $REPEAT such rounds; the median over all
-  $((REPEAT * IDLE_N)) shims of each kind.
-- Start latency: the wall time of \`ctr run -d\` until it returns (it returns
-  after the task's Start; RUNNING is then checked with \`ctr t ls\`, outside
-  the timing), over the $((REPEAT * IDLE_N)) starts above (${IDLE_N} per round);
-  median and p90 (nearest rank). The machine is shared and noisy: read
-  differences of a few percent as noise.
+  Private_Clean + Private_Dirty) and threads from \`/proc/<shim>/status\`;
+  the shim is the parent of the task's init pid. MiB = 1024 KiB; MB = 10^6
+  bytes, GB = 10^9 bytes.
+- The machine is shared and noisy: read differences of a few percent as
+  noise.
 EOF
+    for s in "${SECTIONS[@]}"; do
+        if declare -F "method_$s" >/dev/null; then "method_$s"; fi
+    done
     for version in "${VERSIONS[@]}"; do
         printf '\n## containerd %s (%s)\n\n' "$version" "$(containerd_version "$version")"
         for s in "${SECTIONS[@]}"; do "render_$s" "$version"; done
     done
+}
+
+# command_line: how this report was made (the knobs that were set).
+command_line() {
+    local v val cmd="bash scripts/bench.sh"
+    for v in $(compgen -e | grep '^HOLDFAST_BENCH_' | grep -v '^HOLDFAST_BENCH_OUT$' | sort -r || true); do
+        val="${!v}"
+        [[ "$val" != *[[:space:]]* ]] || val="'$val'"
+        cmd="$v=$val $cmd"
+    done
+    [[ "$cmd" != "bash scripts/bench.sh" ]] || cmd="make bench"
+    printf '%s\n' "$cmd"
 }
 
 # ---------------------------------------------------------------- main
@@ -397,6 +970,12 @@ cleanup_all() {
         hf_cleanup "$(dir_of "$version")" "$(ns_of "$version")"
     done
     hf_remove_cgroups "$HF_CGROUP_PARENT"
+    # FIFOs a killed ctr left, and journals of our shim's default folder
+    # (the bench's own journals are under BENCH_DIR).
+    hf_remove_client_fifos "hfb$RUN_ID-*"
+    for version in "${VERSIONS[@]}"; do
+        rm -rf "/var/lib/holdfast/logs/$(ns_of "$version")"
+    done
     rm -rf "$BENCH_DIR"
 }
 
@@ -410,6 +989,12 @@ main() {
     trap 'exit 130' INT TERM HUP
     mkdir -p "$BENCH_DIR"
     hf_copy_rootfs "$BENCH_DIR/rootfs"
+    mkdir -p "$BENCH_DIR/rootfs/bench"
+    # The throughput writer's file: 65536 lines of 128 bytes (8 MiB).
+    awk 'BEGIN { s = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        for (i = 1; i <= 65536; i++) printf "%08d %s %s\n", i, s, substr(s, 1, 55) }' \
+        >"$BENCH_DIR/rootfs/bench/data"
+    [[ "$(stat -c %s "$BENCH_DIR/rootfs/bench/data")" == "$TP_FILE_BYTES" ]] || hf_die "bad throughput data file"
     snapshot_ours
 
     for version in "${VERSIONS[@]}"; do
@@ -417,6 +1002,9 @@ main() {
         # during the run cannot change what is measured, and no process
         # outside the bench shares their pages (which would lower PSS).
         snapshot_shims "$version"
+        # Write the fresh copies back: dirty page-cache pages of a mapped
+        # binary would count as the shim's private memory.
+        sync
         HOLDFAST_BIN_DIR="$(snapshot_dir "$version")" hf_containerd_start "$version" "$(dir_of "$version")"
         mkdir -p "$(dir_of "$version")/logs"
         for s in "${SECTIONS[@]}"; do "section_$s" "$version"; done

@@ -293,3 +293,30 @@ hf_wait_status() {
         sleep 0.05
     done
 }
+
+# hf_cpu_ticks PID: utime + stime of PID (all its threads, in clock ticks of
+# `getconf CLK_TCK`), from /proc/PID/stat; fails when PID is gone.
+hf_cpu_ticks() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    [[ -n "$stat" ]] || return 1
+    # The command name (field 2) may hold spaces: cut after its closing ')'.
+    stat="${stat##*) }"
+    awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# hf_remove_client_fifos PATTERN: remove the folders ctr made under
+# /run/containerd/fifo/ that hold a FIFO whose name matches the glob PATTERN
+# (a `kill -9`'d ctr leaves its FIFOs behind).
+hf_remove_client_fifos() {
+    local d f
+    for d in /run/containerd/fifo/*/; do
+        [[ -d "$d" ]] || continue
+        for f in "$d"$1; do
+            if [[ -e "$f" ]]; then
+                rm -rf "$d"
+                break
+            fi
+        done
+    done
+}
