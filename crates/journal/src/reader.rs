@@ -80,7 +80,10 @@ pub struct Reader {
     file: Option<File>,
     /// Bytes read from the file at `pos.offset..`, not yet returned.
     pending: Vec<u8>,
-    /// How much of `pending` is known to hold no `\n`.
+    /// Where the unread part of `pending` starts (records before it were
+    /// returned; the buffer is compacted once per fill, not per record).
+    head: usize,
+    /// Up to where `pending` is known to hold no `\n` (absolute index).
     scanned: usize,
     notify: Option<watch::Receiver<u64>>,
     poll: Duration,
@@ -121,6 +124,7 @@ impl Reader {
             pos: from,
             file: None,
             pending: Vec::new(),
+            head: 0,
             scanned: 0,
             notify: None,
             poll: POLL_INTERVAL,
@@ -164,6 +168,7 @@ impl Reader {
     fn switch_to(&mut self, seq: u64) {
         self.file = None;
         self.pending.clear();
+        self.head = 0;
         self.scanned = 0;
         self.pos = Cursor {
             segment: seq,
@@ -206,6 +211,11 @@ impl Reader {
         let Some(f) = self.file.as_mut() else {
             return Ok(0);
         };
+        if self.head > 0 {
+            self.pending.drain(..self.head);
+            self.scanned -= self.head;
+            self.head = 0;
+        }
         let len = self.pending.len();
         self.pending.resize(len + READ_CHUNK, 0);
         let n = loop {
@@ -242,10 +252,10 @@ impl Reader {
             {
                 let end = self.scanned + i;
                 let at = self.pos;
-                let parsed = parse_line(&self.pending[..end]);
-                self.pending.drain(..=end);
-                self.scanned = 0;
-                self.pos.offset += end as u64 + 1;
+                let parsed = parse_line(&self.pending[self.head..end]);
+                self.pos.offset += (end + 1 - self.head) as u64;
+                self.head = end + 1;
+                self.scanned = self.head;
                 return match parsed {
                     Ok(record) => Ok(Some(Entry::Record {
                         record,
@@ -275,7 +285,7 @@ impl Reader {
                 segment: self.pos.segment,
                 offset: self.pos.offset,
             };
-            let torn = !self.pending.is_empty();
+            let torn = self.pending.len() > self.head;
             self.switch_to(next);
             if torn || next != from.segment + 1 {
                 return Ok(Some(Entry::Gap { from, to: self.pos }));

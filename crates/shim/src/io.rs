@@ -285,9 +285,10 @@ async fn append_all(w: &mut StreamWriter, mut data: &[u8]) {
 
 /// Reads a container pipe (or pty) into the journal until end of file.
 async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<bool>) {
-    // The buffer exists only while output flows: an idle container costs
-    // no 64 KiB per stream.
+    // The buffer exists only while output flows (it goes after a quiet
+    // tick): an idle container costs no 64 KiB per stream.
     let mut buf: Option<Vec<u8>> = None;
+    let mut busy = false;
     let mut tick = tokio::time::interval(SYNC_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -308,18 +309,23 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
                 });
                 match res {
                     Ok(Ok(0)) => break,
-                    Ok(Ok(n)) => append_all(&mut w, &b[..n]).await,
+                    Ok(Ok(n)) => {
+                        busy = true;
+                        append_all(&mut w, &b[..n]).await;
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "drain: read failed");
                         break;
                     }
-                    Err(_would_block) => {
-                        buf = None;
-                        crate::sys::trim_heap();
-                    }
+                    Err(_would_block) => {}
                 }
             }
             _ = tick.tick() => {
+                // Quiet for a whole tick: give the buffer back.
+                if !busy && buf.take().is_some() {
+                    crate::sys::trim_heap();
+                }
+                busy = false;
                 if let Err(e) = w.sync_if_due(Instant::now()) {
                     tracing::warn!(error = %e, "journal fsync failed");
                 }
@@ -332,9 +338,27 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
     done.send_replace(true);
 }
 
+/// Most bytes a forwarder hands to its sink in one write.
+const BATCH: usize = 64 * 1024;
+
 /// Copies one stream from its journal cursor to a sink, in order, exactly
 /// once; ends when the drain is done and everything was forwarded.
-async fn forward(mut consumer: Consumer, mut sink: Writer, mut done: watch::Receiver<bool>) {
+///
+/// Records already in the journal are batched (up to [`BATCH`] bytes) into
+/// one write; the cursor is committed only once the sink took the whole
+/// batch, so a sink that is full or away holds the cursor back.
+async fn forward(
+    consumer: Consumer,
+    sink: Writer,
+    done: watch::Receiver<bool>,
+    finished: watch::Sender<bool>,
+) {
+    forward_all(consumer, sink, done).await;
+    finished.send_replace(true);
+}
+
+async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::Receiver<bool>) {
+    let mut batch: Vec<u8> = Vec::new();
     loop {
         let entry = if *done.borrow() {
             match consumer.try_next() {
@@ -357,13 +381,10 @@ async fn forward(mut consumer: Consumer, mut sink: Writer, mut done: watch::Rece
                 _ = done.changed() => continue,
             }
         };
-        match entry {
+        let mut commit_to = match entry {
             Entry::Record { record, next } => {
-                if let Err(e) = sink.write_all(&record.raw_bytes()).await {
-                    tracing::warn!(error = %e, "forwarder: sink write failed; stopping");
-                    break;
-                }
-                consumer.commit(next);
+                record.write_raw(&mut batch);
+                next
             }
             Entry::Gap { from, to } => {
                 tracing::warn!(
@@ -372,8 +393,35 @@ async fn forward(mut consumer: Consumer, mut sink: Writer, mut done: watch::Rece
                     "forwarder: journal data gone before it was forwarded"
                 );
                 consumer.commit(to);
+                continue;
+            }
+        };
+        // Take whatever else is already there, up to one batch.
+        while batch.len() < BATCH {
+            match consumer.try_next() {
+                Ok(Some(Entry::Record { record, next })) => {
+                    record.write_raw(&mut batch);
+                    commit_to = next;
+                }
+                Ok(Some(Entry::Gap { from, to })) => {
+                    tracing::warn!(
+                        ?from,
+                        ?to,
+                        "forwarder: journal data gone before it was forwarded"
+                    );
+                    commit_to = to;
+                    break;
+                }
+                Ok(None) | Err(_) => break,
             }
         }
+        if let Err(e) = sink.write_all(&batch).await {
+            tracing::warn!(error = %e, "forwarder: sink write failed; stopping");
+            break;
+        }
+        consumer.commit(commit_to);
+        // Not kept between batches: an idle forwarder holds no buffer.
+        batch = Vec::new();
     }
 }
 
@@ -556,6 +604,7 @@ pub struct ProcessIo {
     master: Mutex<Option<OwnedFd>>,
     drains: Mutex<Vec<JoinHandle<()>>>,
     forwarders: Mutex<Vec<JoinHandle<()>>>,
+    forwarded: Mutex<Vec<watch::Receiver<bool>>>,
     binary: Mutex<Option<LogBinary>>,
 }
 
@@ -660,6 +709,7 @@ impl ProcessIo {
             master: Mutex::new(None),
             drains: Mutex::new(Vec::new()),
             forwarders: Mutex::new(Vec::new()),
+            forwarded: Mutex::new(Vec::new()),
             binary: Mutex::new(binary),
         };
         let (stdin_reader, hold) = match stdin {
@@ -697,7 +747,9 @@ impl ProcessIo {
         let (done_tx, done_rx) = watch::channel(false);
         lock(&self.drains).push(tokio::spawn(drain(from, output.writer, done_tx)));
         if let Some((consumer, sink)) = output.consumer {
-            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, done_rx)));
+            let (fin_tx, fin_rx) = watch::channel(false);
+            lock(&self.forwarded).push(fin_rx);
+            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, done_rx, fin_tx)));
         }
     }
 
@@ -762,6 +814,22 @@ impl ProcessIo {
                 process = %self.process,
                 "output still open after the process exited (a child holds it?)"
             );
+        }
+    }
+
+    /// Waits (up to `timeout`) until every sink got everything the journal
+    /// holds. A reader that is away costs at most `timeout`: the journal
+    /// keeps the rest and the forwarder goes on after it.
+    pub async fn wait_forwarded(&self, timeout: Duration) {
+        let mut pending: Vec<_> = lock(&self.forwarded).clone();
+        let all = futures::future::join_all(
+            pending
+                .iter_mut()
+                .map(|rx| async move { rx.wait_for(|d| *d).await.is_ok() }),
+        );
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::info!(process = %self.process,
+                "a sink has not taken all output yet; reporting the exit, forwarding goes on");
         }
     }
 

@@ -299,6 +299,9 @@ impl TaskShim {
         tokio::spawn(async move {
             let Ok(exit) = exited.await else { return };
             process.io.wait_output(grace).await;
+            // A client such as `ctr run` stops reading once it learns of the
+            // exit: let the sinks catch up first (bounded).
+            process.io.wait_forwarded(grace * 2).await;
             let _started = process.start_lock.lock().await;
             process.set_exited(exit);
             tracing::info!(id = %process.container_id, exec_id = %process.exec_id,
