@@ -453,23 +453,29 @@ disabled_plugins = [
         }
     }
 
-    /// Runs the shim's `start` subcommand by hand, as containerd would, for
-    /// task `id` with its cwd in `bundle`; on success its stdout is the
-    /// address of the daemon it leaves, which serves this containerd (the
-    /// leak check and teardown see it).
-    pub fn start_shim_by_hand(&self, id: &str, bundle: &Path) -> Result<Output> {
+    /// The shim binary with the environment and flags containerd gives it
+    /// for task `id` in `bundle`; the caller adds the subcommand.
+    fn shim_command(&self, id: &str, bundle: &Path) -> Command {
         let mut c = Command::new(self.shim_binary_path());
         c.current_dir(bundle)
             .env("PATH", self.path_env())
             .env("TTRPC_ADDRESS", self.dir.join("c.sock.ttrpc"))
             .env("GRPC_ADDRESS", self.address())
             .env("NAMESPACE", &self.ns)
-            .env("MAX_SHIM_VERSION", "2")
             .args(["-namespace", &self.ns, "-id", id, "-address"])
             .arg(self.address())
             .arg("-publish-binary")
-            .arg(self.version.bin_dir().join("containerd"))
-            .arg("start");
+            .arg(self.version.bin_dir().join("containerd"));
+        c
+    }
+
+    /// Runs the shim's `start` subcommand by hand, as containerd would, for
+    /// task `id` with its cwd in `bundle`; on success its stdout is the
+    /// address of the daemon it leaves, which serves this containerd (the
+    /// leak check and teardown see it).
+    pub fn start_shim_by_hand(&self, id: &str, bundle: &Path) -> Result<Output> {
+        let mut c = self.shim_command(id, bundle);
+        c.env("MAX_SHIM_VERSION", "2").arg("start");
         let out = cmd::run(c, Some(b""), Duration::from_secs(20))?;
         if out.success() {
             if let Ok(mut v) = self.shim_addresses.lock() {
@@ -482,19 +488,8 @@ disabled_plugins = [
     /// Runs the shim's `delete` subcommand (containerd's cleanup after a
     /// shim is gone) for task `id` with bundle `bundle`.
     pub fn delete_shim_by_hand(&self, id: &str, bundle: &Path) -> Result<Output> {
-        let mut c = Command::new(self.shim_binary_path());
-        c.current_dir(bundle)
-            .env("PATH", self.path_env())
-            .env("TTRPC_ADDRESS", self.dir.join("c.sock.ttrpc"))
-            .env("GRPC_ADDRESS", self.address())
-            .env("NAMESPACE", &self.ns)
-            .args(["-namespace", &self.ns, "-id", id, "-address"])
-            .arg(self.address())
-            .arg("-publish-binary")
-            .arg(self.version.bin_dir().join("containerd"))
-            .arg("-bundle")
-            .arg(bundle)
-            .arg("delete");
+        let mut c = self.shim_command(id, bundle);
+        c.arg("-bundle").arg(bundle).arg("delete");
         cmd::run(c, None, Duration::from_secs(20))
     }
 

@@ -187,16 +187,19 @@ fn async_fd(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>> {
     sys::async_fd(fd).map_err(|e| Error::io("register fd with the reactor", e))
 }
 
-/// Reads from a non-blocking fd; a pty whose other side is gone (EIO) reads
-/// as end of file.
+/// One `read(2)`; a pty whose other side is gone (EIO) reads as end of file.
+fn read_or_eof(fd: &OwnedFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    match nix::unistd::read(fd, buf) {
+        Err(Errno::EIO) => Ok(0),
+        res => res.map_err(std::io::Error::from),
+    }
+}
+
+/// Reads from a non-blocking fd, waiting until it is readable.
 async fn read_fd(fd: &AsyncFd<OwnedFd>, buf: &mut [u8]) -> std::io::Result<usize> {
     loop {
         let mut guard = fd.readable().await?;
-        match guard.try_io(|inner| match nix::unistd::read(inner.get_ref(), buf) {
-            Ok(n) => Ok(n),
-            Err(Errno::EIO) => Ok(0),
-            Err(e) => Err(std::io::Error::from(e)),
-        }) {
+        match guard.try_io(|inner| read_or_eof(inner.get_ref(), buf)) {
             Ok(res) => return res,
             Err(_would_block) => continue,
         }
@@ -302,11 +305,7 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
                     }
                 };
                 let b = buf.get_or_insert_with(|| vec![0u8; CHUNK]);
-                let res = guard.try_io(|inner| match nix::unistd::read(inner.get_ref(), b) {
-                    Ok(n) => Ok(n),
-                    Err(Errno::EIO) => Ok(0),
-                    Err(e) => Err(std::io::Error::from(e)),
-                });
+                let res = guard.try_io(|inner| read_or_eof(inner.get_ref(), b));
                 match res {
                     Ok(Ok(0)) => break,
                     Ok(Ok(n)) => {
@@ -336,6 +335,14 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
         tracing::warn!(error = %e, "closing journal stream failed");
     }
     done.send_replace(true);
+}
+
+fn warn_gap(from: holdfast_journal::Cursor, to: holdfast_journal::Cursor) {
+    tracing::warn!(
+        ?from,
+        ?to,
+        "forwarder: journal data gone before it was forwarded"
+    );
 }
 
 /// Most bytes a forwarder hands to its sink in one write.
@@ -387,11 +394,7 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::
                 next
             }
             Entry::Gap { from, to } => {
-                tracing::warn!(
-                    ?from,
-                    ?to,
-                    "forwarder: journal data gone before it was forwarded"
-                );
+                warn_gap(from, to);
                 consumer.commit(to);
                 continue;
             }
@@ -404,11 +407,7 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::
                     commit_to = next;
                 }
                 Ok(Some(Entry::Gap { from, to })) => {
-                    tracing::warn!(
-                        ?from,
-                        ?to,
-                        "forwarder: journal data gone before it was forwarded"
-                    );
+                    warn_gap(from, to);
                     commit_to = to;
                     break;
                 }
