@@ -42,15 +42,6 @@ pub enum JournalError {
         /// The stream.
         stream: crate::Stream,
     },
-    /// One append whose records can never fit in the budget, even with every
-    /// other segment deleted.
-    #[error("append of {encoded} record bytes can never fit the journal budget (at most {max} per append)")]
-    AppendTooLarge {
-        /// Bytes the records of this append take on disk.
-        encoded: u64,
-        /// The largest append the budget allows.
-        max: u64,
-    },
     /// An I/O error on a journal file or folder.
     #[error("{op} {}: {source}", path.display())]
     Io {

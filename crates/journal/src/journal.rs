@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use tokio::sync::watch;
 
+use crate::background::{self, Jobs};
 use crate::config::{JournalConfig, MIN_SEGMENT_BYTES};
 use crate::error::{JournalError, Result};
 use crate::reader::{Consumer, Cursor, Reader};
@@ -52,11 +53,15 @@ impl StreamState {
     /// no writer appends to it any more. With no consumer registered, every
     /// finished segment counts as read (the journal is then a rotating log).
     fn consumed(&self, seq: u64, size: u64) -> bool {
-        self.current != Some(seq)
-            && self
-                .consumers
-                .values()
-                .all(|c| c.segment > seq || (c.segment == seq && c.offset >= size))
+        self.current != Some(seq) && self.read_by_all(seq, size)
+    }
+
+    /// Whether every registered consumer has read segment `seq` (of `size`
+    /// bytes) to its end, whether a writer still appends to it or not.
+    pub(crate) fn read_by_all(&self, seq: u64, size: u64) -> bool {
+        self.consumers
+            .values()
+            .all(|c| c.segment > seq || (c.segment == seq && c.offset >= size))
     }
 }
 
@@ -96,6 +101,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Bumped whenever space may have been freed.
     pub(crate) space_tx: watch::Sender<u64>,
+    /// fsyncs and deletions in flight on the blocking pool.
+    pub(crate) jobs: Arc<Jobs>,
 }
 
 impl Shared {
@@ -109,17 +116,18 @@ impl Shared {
         self.space_tx.send_modify(|g| *g = g.wrapping_add(1));
     }
 
-    /// Reserves `need` bytes of the budget, deleting consumed segments
-    /// (oldest first, across all streams) until they fit. `false` when they
-    /// do not fit even so.
-    pub(crate) fn reserve(&self, st: &mut State, need: u64) -> bool {
+    /// Reserves as much of `need` bytes of the budget as fits, deleting
+    /// consumed segments (oldest first, across all streams) until all of it
+    /// fits or none is left to delete; the bytes granted (`0..=need`).
+    pub(crate) fn reserve_up_to(&self, st: &mut State, need: u64) -> u64 {
         while st.used.saturating_add(need) > self.config.budget_bytes {
             if !self.delete_oldest_consumed(st) {
-                return false;
+                break;
             }
         }
-        st.used += need;
-        true
+        let granted = need.min(self.config.budget_bytes.saturating_sub(st.used));
+        st.used += granted;
+        granted
     }
 
     fn delete_oldest_consumed(&self, st: &mut State) -> bool {
@@ -154,18 +162,25 @@ impl Shared {
             return;
         };
         let path = segment_path(&self.config.dir, &key.0, key.1, seq);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                tracing::debug!(path = %path.display(), size = info.size, why, "deleted journal segment")
+        let size = info.size;
+        // The budget counts it gone now; the filesystem gets the blocks back
+        // once the unlink (slow while its pages are in the page cache) ran.
+        let space_tx = self.space_tx.clone();
+        background::run(&self.jobs, move || {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(path = %path.display(), size, why, "deleted journal segment")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Forgotten anyway: a segment that cannot be deleted must not
+                // make every later append retry the deletion.
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot delete journal segment")
+                }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // Forget it anyway: a segment that cannot be deleted must not
-            // make every later append retry the deletion.
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot delete journal segment")
-            }
-        }
-        st.used = st.used.saturating_sub(info.size);
+            space_tx.send_modify(|g| *g = g.wrapping_add(1));
+        });
+        st.used = st.used.saturating_sub(size);
         self.notify_space();
     }
 
@@ -300,8 +315,16 @@ impl Journal {
                 config,
                 state: Mutex::new(st),
                 space_tx: watch::Sender::new(0),
+                jobs: Arc::new(Jobs::default()),
             }),
         })
+    }
+
+    /// Waits (up to `timeout`) until the fsyncs and segment deletions this
+    /// journal started in the background finished, e.g. before removing its
+    /// folder. `true` when none is left.
+    pub fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        self.shared.jobs.wait_idle(timeout)
     }
 
     /// The journal's configuration.
@@ -346,7 +369,7 @@ impl Journal {
             .data_tx
             .subscribe();
         let mut r = Reader::open_at(self.dir(), process, stream, from)?;
-        r.set_notify(rx);
+        r.attach(rx, Arc::clone(&self.shared), (process.to_owned(), stream));
         Ok(r)
     }
 

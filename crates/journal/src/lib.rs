@@ -34,16 +34,17 @@
 //!
 //! All segment files of a task together may hold at most `budget_bytes`
 //! (file sizes: the record bytes, timestamps included). An append is
-//! accounted as a whole before anything is written. If it does not fit,
+//! accounted before anything is written. If it does not fit,
 //! segments that every registered [`Consumer`] has read and that no writer
 //! appends to are deleted, oldest first across the task, until it does
 //! (with no consumer registered, every finished segment counts as read:
 //! the journal then behaves like kubelet's rotating log). If it still does
-//! not fit, the [`FullPolicy`] applies and nothing is written:
+//! not fit, the records that fit are written and the [`FullPolicy`] applies
+//! to the rest:
 //!
 //! - `block`: [`Appended::Full`]; the caller stops reading the container's
 //!   pipe and waits ([`StreamWriter::wait_for_space`]) until a consumer
-//!   advanced, then appends the same bytes again. Nothing is lost.
+//!   advanced, then appends the rest again. Nothing is lost.
 //! - `drop`: [`Appended::Dropped`]; the bytes are counted
 //!   ([`StreamWriter::dropped_bytes`], [`Journal::dropped_bytes`]) and one
 //!   `F` record `holdfast: dropped N bytes (log budget full)` is written
@@ -52,7 +53,8 @@
 //!
 //! A full filesystem (`ENOSPC`, `EDQUOT`) is treated like a full budget,
 //! with one warning per episode. Blocks are claimed with `fallocate` before
-//! writing, and a write that fails anyway is cut back to the last record
+//! writing (up to 1 MiB ahead, given back when the segment is finished),
+//! and a write that fails anyway is cut back to the last record
 //! boundary, so a failed append leaves no partial record behind.
 //!
 //! Besides, each stream keeps at most `max_segments` finished segments that
@@ -62,13 +64,19 @@
 //!
 //! - Every append reaches the page cache before it returns (`write(2)`): a
 //!   crash of the shim or of containerd loses nothing that was appended.
-//! - A segment is fsynced when it is finished (rotation, close).
-//! - The current segment is fsynced by [`StreamWriter::sync_if_due`] when
-//!   `fsync_interval` (default 1 s) has passed since its last fsync, or by
+//! - What was appended (the current segment, the segments finished since
+//!   the last fsync, the folder entries of new segments) is fsynced by
+//!   [`StreamWriter::sync_if_due`] once `fsync_interval` (default 1 s) has
+//!   passed since the last fsync, by [`StreamWriter::close`], and by
 //!   [`StreamWriter::sync`]. Only a host crash (power loss, kernel panic)
-//!   can lose data: what was appended since the last fsync of the current
-//!   segment, i.e. at most the last `fsync_interval` of output when the
-//!   caller calls `sync_if_due` at that interval.
+//!   can lose data: at most the last `fsync_interval` of output when the
+//!   caller calls `sync_if_due` at that interval. Rotation does not fsync:
+//!   one fsync per interval, not one per segment.
+//! - Inside a tokio runtime, those fsyncs (but [`StreamWriter::sync`]'s) and
+//!   the deletion of segments run on the blocking pool, so that a slow disk
+//!   never stalls an append (an fsync, or an unlink of a file whose pages are
+//!   still cached, takes tens of milliseconds); [`Journal::wait_idle`] waits
+//!   for them.
 //! - After a host crash the last record may be torn; [`Journal::open`] cuts
 //!   it off.
 //!
@@ -82,6 +90,7 @@
 //! `commit(cursor)`.
 #![deny(unsafe_code)]
 
+mod background;
 pub mod config;
 pub mod error;
 mod journal;
@@ -93,8 +102,8 @@ mod writer;
 pub use config::{ByteSize, FullPolicy, JournalConfig, JournalOptions};
 pub use error::{JournalError, ParseError, Result};
 pub use journal::{processes, Journal};
-pub use reader::{Consumer, Cursor, Entry, Reader, POLL_INTERVAL};
-pub use record::{parse_line, reconstruct, Record, Stream};
+pub use reader::{Consumer, Cursor, Entry, RawRead, Reader, POLL_INTERVAL};
+pub use record::{parse_line, parse_line_raw, reconstruct, RawRecord, Record, Stream};
 pub use segment::{segment_file_name, segment_path, validate_process_id, MAX_NAME_LEN};
 pub use writer::{Appended, FullCause, StreamWriter, SPACE_RETRY};
 

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::error::{JournalError, Result};
+use crate::error::{JournalError, ParseError, Result};
 use crate::journal::{Key, Shared};
-use crate::record::{parse_line, Record, Stream};
-use crate::segment::{list_segments, segment_path, validate_process_id};
+use crate::record::{parse_line, parse_line_raw, Record, Stream};
+use crate::segment::{next_segment_after, segment_path, validate_process_id};
 
 /// How often a reader without a writer in its process looks for new data.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -66,6 +66,47 @@ impl Entry {
     }
 }
 
+/// What [`Reader::read_raw`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawRead {
+    /// `records` consecutive records were appended to the buffer, as the
+    /// bytes the container wrote; `next` is the cursor after the last one.
+    Records {
+        /// How many records.
+        records: usize,
+        /// Where the next read starts; commit this once the bytes are handled.
+        next: Cursor,
+    },
+    /// Bytes between `from` and `to` are gone (see [`Entry::Gap`]); nothing
+    /// was appended.
+    Gap {
+        /// Where reading stopped.
+        from: Cursor,
+        /// Where reading resumes.
+        to: Cursor,
+    },
+}
+
+/// The next thing in the files: a line (by its place in `pending`) or a gap.
+enum Step {
+    Line {
+        start: usize,
+        end: usize,
+        at: Cursor,
+    },
+    Gap {
+        from: Cursor,
+        to: Cursor,
+    },
+}
+
+/// Something found after records a batch already holds: returned by the
+/// next call instead of splitting it from the records before it.
+enum Held {
+    Gap { from: Cursor, to: Cursor },
+    Malformed { at: Cursor, source: ParseError },
+}
+
 /// Reads one stream's records in order, following rotation: at the end of
 /// segment N it continues in the next existing segment once there is one.
 ///
@@ -78,13 +119,21 @@ pub struct Reader {
     stream: Stream,
     pos: Cursor,
     file: Option<File>,
-    /// Bytes read from the file at `pos.offset..`, not yet returned.
+    /// The read buffer: `pending[head..filled]` holds bytes read from the
+    /// file at `pos.offset..`, not yet returned. Its length is its size (it
+    /// is zeroed once, when it grows, not at every read).
     pending: Vec<u8>,
+    /// End of the bytes read into `pending`.
+    filled: usize,
     /// Where the unread part of `pending` starts (records before it were
     /// returned; the buffer is compacted once per fill, not per record).
     head: usize,
     /// Up to where `pending` is known to hold no `\n` (absolute index).
     scanned: usize,
+    /// A gap or bad line found behind records a batch returned.
+    held: Option<Held>,
+    /// The journal's segment index, for a reader made by [`crate::Journal`].
+    index: Option<(Arc<Shared>, Key)>,
     notify: Option<watch::Receiver<u64>>,
     poll: Duration,
 }
@@ -124,15 +173,21 @@ impl Reader {
             pos: from,
             file: None,
             pending: Vec::new(),
+            filled: 0,
             head: 0,
             scanned: 0,
+            held: None,
+            index: None,
             notify: None,
             poll: POLL_INTERVAL,
         })
     }
 
-    pub(crate) fn set_notify(&mut self, rx: watch::Receiver<u64>) {
+    /// Makes it a reader of a journal open in this process: woken by its
+    /// writer, finding segments in its index.
+    pub(crate) fn attach(&mut self, rx: watch::Receiver<u64>, shared: Arc<Shared>, key: Key) {
         self.notify = Some(rx);
+        self.index = Some((shared, key));
     }
 
     /// Sets how often [`Reader::next`] polls when no writer wakes it.
@@ -154,20 +209,26 @@ impl Reader {
         segment_path(&self.dir, &self.process, self.stream, seq)
     }
 
-    /// The oldest segment after `after`, if any.
+    /// The oldest segment after `after`, if any: from the journal's index
+    /// when the reader came from [`crate::Journal`] (no system call; called
+    /// whenever a reader caught up), else from the folder.
     fn next_segment(&self, after: u64) -> Result<Option<u64>> {
+        if let Some((shared, key)) = &self.index {
+            let st = shared.lock();
+            return Ok(st
+                .streams
+                .get(key)
+                .and_then(|ss| ss.segments.range(after + 1..).next().map(|(&seq, _)| seq)));
+        }
         if self.path(after + 1).exists() {
             return Ok(Some(after + 1));
         }
-        Ok(list_segments(&self.dir, &self.process, self.stream)?
-            .into_iter()
-            .map(|s| s.0)
-            .find(|&s| s > after))
+        next_segment_after(&self.dir, &self.process, self.stream, after)
     }
 
     fn switch_to(&mut self, seq: u64) {
         self.file = None;
-        self.pending.clear();
+        self.filled = 0;
         self.head = 0;
         self.scanned = 0;
         self.pos = Cursor {
@@ -212,63 +273,45 @@ impl Reader {
             return Ok(0);
         };
         if self.head > 0 {
-            self.pending.drain(..self.head);
+            self.pending.copy_within(self.head..self.filled, 0);
+            self.filled -= self.head;
             self.scanned -= self.head;
             self.head = 0;
         }
-        let len = self.pending.len();
-        self.pending.resize(len + READ_CHUNK, 0);
+        if self.pending.len() - self.filled < READ_CHUNK {
+            self.pending.resize(self.filled + READ_CHUNK, 0);
+        }
         let n = loop {
-            match f.read(&mut self.pending[len..]) {
+            match f.read(&mut self.pending[self.filled..]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.pending.truncate(len);
-                    return Err(JournalError::io("read", self.path(self.pos.segment), e));
-                }
+                Err(e) => return Err(JournalError::io("read", self.path(self.pos.segment), e)),
             }
         };
-        self.pending.truncate(len + n);
+        self.filled += n;
         Ok(n)
     }
 
-    /// The next entry if one is there now, without waiting. A malformed line
-    /// is returned as [`JournalError::Malformed`] and skipped: the next call
-    /// goes on after it.
-    pub fn try_next(&mut self) -> Result<Option<Entry>> {
+    /// The next line or gap in the files, if one is there now.
+    fn step(&mut self) -> Result<Option<Step>> {
         loop {
             if self.file.is_none() {
-                let gap = self.open_current()?;
-                if gap.is_some() {
-                    return Ok(gap);
+                if let Some(Entry::Gap { from, to }) = self.open_current()? {
+                    return Ok(Some(Step::Gap { from, to }));
                 }
                 if self.file.is_none() {
                     return Ok(None);
                 }
             }
-            if let Some(i) = self.pending[self.scanned..]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
+            if let Some(i) = memchr::memchr(b'\n', &self.pending[self.scanned..self.filled]) {
                 let end = self.scanned + i;
-                let at = self.pos;
-                let parsed = parse_line(&self.pending[self.head..end]);
+                let (start, at) = (self.head, self.pos);
                 self.pos.offset += (end + 1 - self.head) as u64;
                 self.head = end + 1;
                 self.scanned = self.head;
-                return match parsed {
-                    Ok(record) => Ok(Some(Entry::Record {
-                        record,
-                        next: self.pos,
-                    })),
-                    Err(source) => Err(JournalError::Malformed {
-                        path: self.path(at.segment),
-                        offset: at.offset,
-                        source,
-                    }),
-                };
+                return Ok(Some(Step::Line { start, end, at }));
             }
-            self.scanned = self.pending.len();
+            self.scanned = self.filled;
             if self.fill()? > 0 {
                 continue;
             }
@@ -281,27 +324,114 @@ impl Reader {
             if self.fill()? > 0 {
                 continue;
             }
-            let from = Cursor {
-                segment: self.pos.segment,
-                offset: self.pos.offset,
-            };
-            let torn = self.pending.len() > self.head;
+            let from = self.pos;
+            let torn = self.filled > self.head;
             self.switch_to(next);
             if torn || next != from.segment + 1 {
-                return Ok(Some(Entry::Gap { from, to: self.pos }));
+                return Ok(Some(Step::Gap { from, to: self.pos }));
             }
         }
     }
 
-    /// The next entry, waiting for it: woken by the writer when the reader
+    fn malformed(&self, at: Cursor, source: ParseError) -> JournalError {
+        JournalError::Malformed {
+            path: self.path(at.segment),
+            offset: at.offset,
+            source,
+        }
+    }
+
+    /// Returns what a previous batch held back, if anything.
+    fn take_held(&mut self) -> Result<Option<Step>> {
+        match self.held.take() {
+            None => Ok(None),
+            Some(Held::Gap { from, to }) => Ok(Some(Step::Gap { from, to })),
+            Some(Held::Malformed { at, source }) => Err(self.malformed(at, source)),
+        }
+    }
+
+    /// The next entry if one is there now, without waiting. A malformed line
+    /// is returned as [`JournalError::Malformed`] and skipped: the next call
+    /// goes on after it.
+    pub fn try_next(&mut self) -> Result<Option<Entry>> {
+        let step = match self.take_held()? {
+            Some(s) => s,
+            None => match self.step()? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        match step {
+            Step::Gap { from, to } => Ok(Some(Entry::Gap { from, to })),
+            Step::Line { start, end, at } => match parse_line(&self.pending[start..end]) {
+                Ok(record) => Ok(Some(Entry::Record {
+                    record,
+                    next: self.pos,
+                })),
+                Err(source) => Err(self.malformed(at, source)),
+            },
+        }
+    }
+
+    /// Appends the bytes of the records that are there now (in order, as
+    /// the container wrote them) to `out`, until `out` holds at least
+    /// `limit` bytes or no record is left, without parsing timestamps or
+    /// copying records one by one: the fast path of a forwarder.
+    ///
+    /// `None` when nothing is there now. A gap ends a batch (it is returned
+    /// by itself, by the next call if records came first); so does a
+    /// malformed line, returned as [`JournalError::Malformed`] (and skipped)
+    /// by the call that meets it first in a batch.
+    pub fn read_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
+        if let Some(Step::Gap { from, to }) = self.take_held()? {
+            return Ok(Some(RawRead::Gap { from, to }));
+        }
+        let mut records = 0;
+        while out.len() < limit {
+            let Some(step) = self.step()? else { break };
+            match step {
+                Step::Gap { from, to } if records == 0 => {
+                    return Ok(Some(RawRead::Gap { from, to }))
+                }
+                Step::Gap { from, to } => {
+                    self.held = Some(Held::Gap { from, to });
+                    break;
+                }
+                Step::Line { start, end, at } => match parse_line_raw(&self.pending[start..end]) {
+                    Ok(r) => {
+                        r.write_raw(out);
+                        records += 1;
+                    }
+                    Err(source) if records == 0 => return Err(self.malformed(at, source)),
+                    Err(source) => {
+                        self.held = Some(Held::Malformed { at, source });
+                        break;
+                    }
+                },
+            }
+        }
+        // The cursor after the last record: a held entry was already
+        // stepped over, but it is not part of this batch.
+        let next = match &self.held {
+            Some(Held::Gap { from, .. }) => *from,
+            Some(Held::Malformed { at, .. }) => *at,
+            None => self.pos,
+        };
+        Ok((records > 0).then_some(RawRead::Records { records, next }))
+    }
+
+    /// Waits until `f` finds something: woken by the writer when the reader
     /// came from [`crate::Journal`], else polling every poll interval.
-    pub async fn next(&mut self) -> Result<Entry> {
+    async fn wait_for<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Self) -> Result<Option<T>>,
+    ) -> Result<T> {
         loop {
             if let Some(rx) = self.notify.as_mut() {
                 rx.borrow_and_update();
             }
-            if let Some(e) = self.try_next()? {
-                return Ok(e);
+            if let Some(t) = f(self)? {
+                return Ok(t);
             }
             match self.notify.as_mut() {
                 Some(rx) => {
@@ -313,6 +443,17 @@ impl Reader {
                 None => tokio::time::sleep(self.poll).await,
             }
         }
+    }
+
+    /// [`Reader::read_raw`], waiting until there is something.
+    pub async fn next_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<RawRead> {
+        self.wait_for(|r| r.read_raw(out, limit)).await
+    }
+
+    /// The next entry, waiting for it: woken by the writer when the reader
+    /// came from [`crate::Journal`], else polling every poll interval.
+    pub async fn next(&mut self) -> Result<Entry> {
+        self.wait_for(Reader::try_next).await
     }
 }
 
@@ -357,6 +498,16 @@ impl Consumer {
     /// The next entry, waiting for it.
     pub async fn next(&mut self) -> Result<Entry> {
         self.reader.next().await
+    }
+
+    /// [`Reader::read_raw`]: the raw bytes of the records there now.
+    pub fn read_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
+        self.reader.read_raw(out, limit)
+    }
+
+    /// [`Reader::next_raw`]: [`Consumer::read_raw`], waiting for something.
+    pub async fn next_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<RawRead> {
+        self.reader.next_raw(out, limit).await
     }
 
     /// Marks everything before `at` as handled (forwarded): segments wholly

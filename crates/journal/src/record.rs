@@ -152,7 +152,7 @@ pub(crate) fn encode_append(
     let mut pos = 0;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
-        let (line, complete) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, complete) = match memchr::memchr(b'\n', rest) {
             Some(i) => (&rest[..i], true),
             None => (rest, false),
         };
@@ -173,18 +173,64 @@ pub(crate) fn encode_append(
     }
 }
 
-/// Parses one CRI log line (a trailing `\n`, if any, is ignored).
+/// One journal record, borrowed from the line it was parsed from; what
+/// [`parse_line_raw`] returns. The timestamp is checked but not converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord<'a> {
+    /// The timestamp as written (an RFC 3339 time, so ASCII).
+    pub timestamp: &'a [u8],
+    /// The stream the bytes came from.
+    pub stream: Stream,
+    /// `true` for a `P` record: the line continues in the next record.
+    pub partial: bool,
+    /// The bytes, without the line's `\n`.
+    pub text: &'a [u8],
+}
+
+impl RawRecord<'_> {
+    /// Appends the bytes the container wrote that this record stands for
+    /// (the text, plus `\n` for an `F` record) to `out`.
+    pub fn write_raw(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.text);
+        if !self.partial {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// Whether `ts` has exactly the shape [`format_timestamp`] writes
+/// (`2024-05-01T12:00:00.123456789Z`), checked byte by byte: the common case
+/// needs no full RFC 3339 parse.
+fn is_canonical_timestamp(ts: &[u8]) -> bool {
+    const SHAPE: &[u8; TIMESTAMP_LEN] = b"0000-00-00T00:00:00.000000000Z";
+    // Digits are the bytes whose shape is '0': compare them minus '0' < 10,
+    // the rest exactly; no early exit, so the loop vectorizes.
+    ts.len() == TIMESTAMP_LEN
+        && ts.iter().zip(SHAPE).fold(true, |ok, (&b, &s)| {
+            ok & if s == b'0' {
+                b.wrapping_sub(b'0') < 10
+            } else {
+                b == s
+            }
+        })
+}
+
+/// Parses one CRI log line (a trailing `\n`, if any, is ignored) without
+/// copying it: the text is borrowed. It accepts exactly the lines
+/// [`parse_line`] accepts.
 ///
 /// Like kubelet, the tag field may carry further `:`-separated tags after
 /// the first; only the first (`P` or `F`) is looked at. The timestamp may be
-/// any RFC 3339 time; it is returned as written (not converted to UTC).
-pub fn parse_line(line: &[u8]) -> Result<Record, ParseError> {
+/// any RFC 3339 time.
+pub fn parse_line_raw(line: &[u8]) -> Result<RawRecord<'_>, ParseError> {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
-    let (ts, rest) = split_space(line).ok_or(ParseError::MissingTimestamp)?;
-    let ts_str = std::str::from_utf8(ts)
-        .map_err(|_| ParseError::BadTimestamp(String::from_utf8_lossy(ts).into_owned()))?;
-    let timestamp = OffsetDateTime::parse(ts_str, &Rfc3339)
-        .map_err(|_| ParseError::BadTimestamp(ts_str.to_owned()))?;
+    if let Some(r) = parse_canonical(line) {
+        return Ok(r);
+    }
+    let (timestamp, rest) = split_space(line).ok_or(ParseError::MissingTimestamp)?;
+    if !is_canonical_timestamp(timestamp) {
+        parse_timestamp(timestamp)?;
+    }
     let (stream, rest) = split_space(rest).ok_or(ParseError::MissingStream)?;
     let stream = Stream::from_name(stream)
         .ok_or_else(|| ParseError::BadStream(String::from_utf8_lossy(stream).into_owned()))?;
@@ -199,16 +245,59 @@ pub fn parse_line(line: &[u8]) -> Result<Record, ParseError> {
             ))
         }
     };
-    Ok(Record {
+    Ok(RawRecord {
         timestamp,
         stream,
         partial,
-        text: text.to_vec(),
+        text,
+    })
+}
+
+/// The fast path of [`parse_line_raw`]: a line exactly as this crate writes
+/// it (`<canonical timestamp> <stdout|stderr> <P|F> <text>`), checked at
+/// fixed offsets. `None` sends the line down the general path.
+fn parse_canonical(line: &[u8]) -> Option<RawRecord<'_>> {
+    // "<ts> stdout F " is 30 + 1 + 6 + 3 bytes.
+    const HEAD: usize = TIMESTAMP_LEN + 10;
+    let head = line.get(..HEAD)?;
+    let (ts, tail) = head.split_at(TIMESTAMP_LEN);
+    if !is_canonical_timestamp(ts) || tail[0] != b' ' || tail[7] != b' ' || tail[9] != b' ' {
+        return None;
+    }
+    let stream = Stream::from_name(&tail[1..7])?;
+    let partial = match tail[8] {
+        b'P' => true,
+        b'F' => false,
+        _ => return None,
+    };
+    Some(RawRecord {
+        timestamp: ts,
+        stream,
+        partial,
+        text: &line[HEAD..],
+    })
+}
+
+fn parse_timestamp(ts: &[u8]) -> Result<OffsetDateTime, ParseError> {
+    let bad = || ParseError::BadTimestamp(String::from_utf8_lossy(ts).into_owned());
+    let text = std::str::from_utf8(ts).map_err(|_| bad())?;
+    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad())
+}
+
+/// Parses one CRI log line (a trailing `\n`, if any, is ignored) into an
+/// owned [`Record`]; see [`parse_line_raw`] for what it accepts.
+pub fn parse_line(line: &[u8]) -> Result<Record, ParseError> {
+    let raw = parse_line_raw(line)?;
+    Ok(Record {
+        timestamp: parse_timestamp(raw.timestamp)?,
+        stream: raw.stream,
+        partial: raw.partial,
+        text: raw.text.to_vec(),
     })
 }
 
 fn split_space(s: &[u8]) -> Option<(&[u8], &[u8])> {
-    let i = s.iter().position(|&b| b == b' ')?;
+    let i = memchr::memchr(b' ', s)?;
     Some((&s[..i], &s[i + 1..]))
 }
 

@@ -140,3 +140,33 @@ fn appends_become_full_partial_and_split_records() {
     assert_eq!(recs.len(), 1);
     assert!(!recs[0].partial);
 }
+
+#[test]
+fn the_raw_parser_agrees_with_the_full_parser() {
+    let lines: &[&[u8]] = &[
+        b"2024-05-01T12:00:00.123456789Z stdout F hello",
+        b"2024-05-01T12:00:00.123456789Z stderr P part\n",
+        b"2024-05-01T12:00:00.123456789Z stdout F ",
+        b"2024-05-01T12:00:00.5Z stdout F short fraction",
+        b"2024-05-01T14:00:00.123456789+02:00 stdout F offset",
+        b"2024-05-01T12:00:00.123456789Z stdout F:x tagged",
+        b"2024-05-01T12:00:00.123456789Z stdin F x",
+        b"2024-05-01T12:00:00.123456789Z stdout X x",
+        b"2024-05-01T12:00:00.123456789Z stdout F",
+        b"2024-05-01T12:00:00.123456789Z",
+        b"2024-05-01T12:00:00.12345678xZ stdout F x",
+        b"yesterday stdout F x",
+        b"\xff stdout F x",
+        b"",
+    ];
+    for line in lines {
+        let raw = parse_line_raw(line).map(|r| (r.stream, r.partial, r.text.to_vec()));
+        let full = parse_line(line).map(|r| (r.stream, r.partial, r.text));
+        assert_eq!(raw, full, "{}", String::from_utf8_lossy(line));
+    }
+    let r = parse_line_raw(b"2024-05-01T12:00:00.123456789Z stdout P abc").unwrap();
+    assert_eq!(r.timestamp, b"2024-05-01T12:00:00.123456789Z");
+    let mut out = Vec::new();
+    r.write_raw(&mut out);
+    assert_eq!(out, b"abc");
+}

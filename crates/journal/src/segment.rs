@@ -60,9 +60,13 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<(Stream, u64)> {
     Some((stream, seq.parse().ok()?))
 }
 
-/// The segments of one stream, oldest first: `(seq, size)`. A missing
-/// process folder holds no segments.
-pub(crate) fn list_segments(dir: &Path, process: &str, stream: Stream) -> Result<Vec<(u64, u64)>> {
+/// The segment files of one stream in no particular order, by name only:
+/// `(seq, entry)`. A missing process folder holds no segments.
+fn segment_entries(
+    dir: &Path,
+    process: &str,
+    stream: Stream,
+) -> Result<Vec<(u64, std::fs::DirEntry)>> {
     let pdir = dir.join(process);
     let rd = match std::fs::read_dir(&pdir) {
         Ok(rd) => rd,
@@ -73,12 +77,33 @@ pub(crate) fn list_segments(dir: &Path, process: &str, stream: Stream) -> Result
     for entry in rd {
         let entry = entry.map_err(|e| JournalError::io("read folder", &pdir, e))?;
         let name = entry.file_name();
-        let Some((s, seq)) = name.to_str().and_then(parse_segment_name) else {
-            continue;
-        };
-        if s != stream {
-            continue;
+        match name.to_str().and_then(parse_segment_name) {
+            Some((s, seq)) if s == stream => out.push((seq, entry)),
+            _ => {}
         }
+    }
+    Ok(out)
+}
+
+/// The oldest segment of a stream after `after`, by name only (no `stat`).
+pub(crate) fn next_segment_after(
+    dir: &Path,
+    process: &str,
+    stream: Stream,
+    after: u64,
+) -> Result<Option<u64>> {
+    Ok(segment_entries(dir, process, stream)?
+        .into_iter()
+        .map(|(seq, _)| seq)
+        .filter(|&seq| seq > after)
+        .min())
+}
+
+/// The segments of one stream, oldest first: `(seq, size)`. A missing
+/// process folder holds no segments.
+pub(crate) fn list_segments(dir: &Path, process: &str, stream: Stream) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    for (seq, entry) in segment_entries(dir, process, stream)? {
         // A segment deleted between read_dir and metadata is simply gone.
         match entry.metadata() {
             Ok(m) if m.is_file() => out.push((seq, m.len())),

@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,7 @@ use nix::fcntl::{fallocate, FallocateFlags};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::background;
 use crate::config::FullPolicy;
 use crate::error::{JournalError, Result};
 use crate::journal::{Key, Shared};
@@ -43,10 +45,10 @@ pub enum Appended {
         /// Bytes added to segment files.
         bytes: u64,
     },
-    /// Policy `block`: no room. The first `accepted` bytes of the input were
-    /// written (0 unless the filesystem filled up in the middle of an append
-    /// larger than a segment); keep the rest, stop reading the container's
-    /// pipe, [`StreamWriter::wait_for_space`], and append the rest again.
+    /// Policy `block`: no room for all of it. The first `accepted` bytes of
+    /// the input were written (the records that fit); keep the rest, stop
+    /// reading the container's pipe, [`StreamWriter::wait_for_space`], and
+    /// append the rest again.
     Full {
         /// Input bytes written before the journal was full.
         accepted: usize,
@@ -69,8 +71,15 @@ struct Current {
     seq: u64,
     file: File,
     size: u64,
+    /// Blocks are claimed (`fallocate`) up to here.
+    claimed: u64,
     path: PathBuf,
 }
+
+/// How far ahead of the data blocks are claimed: one `fallocate` per this
+/// many bytes, not one per append. The claim never passes the segment size,
+/// and what a finished segment did not use is given back.
+const CLAIM_AHEAD: u64 = 1 << 20;
 
 enum Failure {
     NoSpace(FullCause),
@@ -95,6 +104,10 @@ pub struct StreamWriter {
     buf: Vec<u8>,
     ends: Vec<(usize, usize)>,
     fallocate_ok: bool,
+    /// A `sync_if_due` fsync is running in the background.
+    syncing: Arc<AtomicBool>,
+    /// Appended, not fsynced yet (besides the current segment).
+    unsynced: Unsynced,
 }
 
 impl std::fmt::Debug for StreamWriter {
@@ -127,7 +140,17 @@ impl StreamWriter {
             buf: Vec::new(),
             ends: Vec::new(),
             fallocate_ok: true,
+            syncing: Arc::new(AtomicBool::new(false)),
+            unsynced: Unsynced::default(),
         }
+    }
+
+    /// Frees the encoding buffers (they grow to the largest append): call
+    /// it when the stream went quiet, so that an idle stream holds no
+    /// memory. The next append allocates them again.
+    pub fn release_buffers(&mut self) {
+        self.buf = Vec::new();
+        self.ends = Vec::new();
     }
 
     /// The process id this writer writes for.
@@ -154,12 +177,12 @@ impl StreamWriter {
     /// lines become `F` records, the bytes after the last `\n` a `P` record,
     /// text longer than the record size is cut into `P` records.
     ///
-    /// The whole append is accounted against the budget first; if it does
-    /// not fit, consumed segments are deleted, oldest first; if it still does
-    /// not fit (or the filesystem is full) the policy applies and nothing is
-    /// written. Errors are I/O failures other than a full filesystem, and
-    /// [`JournalError::AppendTooLarge`] under `block` for an append that
-    /// could never fit (more than the budget minus one segment, encoded).
+    /// The append is accounted against the budget first; if it does not
+    /// fit, consumed segments are deleted, oldest first; if it still does
+    /// not fit (or the filesystem is full), the records that fit are written
+    /// and the policy applies to the rest ([`Appended::Full`] or
+    /// [`Appended::Dropped`] with the input bytes `accepted`). Errors are I/O
+    /// failures other than a full filesystem.
     pub fn append(&mut self, bytes: &[u8], now: OffsetDateTime) -> Result<Appended> {
         if bytes.is_empty() {
             return Ok(Appended::Written {
@@ -186,22 +209,7 @@ impl StreamWriter {
             bytes,
             config.max_record_bytes,
         );
-        let max = config.budget_bytes - config.segment_bytes;
         let policy = config.policy;
-        if self.buf.len() as u64 > max {
-            if policy == FullPolicy::Drop {
-                self.count_drop(bytes.len() as u64);
-                return Ok(Appended::Dropped {
-                    accepted: 0,
-                    dropped: bytes.len() as u64,
-                    cause: FullCause::Budget,
-                });
-            }
-            return Err(JournalError::AppendTooLarge {
-                encoded: self.buf.len() as u64,
-                max,
-            });
-        }
         let (written_records, failure) = self.write_buf();
         let written_bytes = self.ends[..written_records].last().map_or(0, |e| e.0) as u64;
         let accepted = self.ends[..written_records].last().map_or(0, |e| e.1);
@@ -274,34 +282,61 @@ impl StreamWriter {
         Ok(n > 0)
     }
 
-    /// Writes `self.buf` (records ending at `self.ends`): reserves it in the
-    /// budget, rotates, writes. Returns how many records were written and
-    /// why it stopped early.
-    fn write_buf(&mut self) -> (usize, Option<Failure>) {
+    /// Whether there is a current segment and every consumer has read it.
+    fn current_read_by_all(&self) -> bool {
+        let Some(cur) = &self.cur else {
+            return false;
+        };
+        let mut st = self.shared.lock();
+        st.stream(&self.key).read_by_all(cur.seq, cur.size)
+    }
+
+    /// Reserves room in the budget for the longest run of `self.ends`'
+    /// records that fits (all of them if it can): the number of records.
+    /// A current segment every consumer has read is finished first if that
+    /// makes room (it cannot be deleted while it is current).
+    fn reserve_records(&mut self) -> usize {
         let need = self.buf.len() as u64;
-        {
-            let mut st = self.shared.lock();
-            if !self.shared.reserve(&mut st, need) {
-                return (0, Some(Failure::NoSpace(FullCause::Budget)));
-            }
+        let mut granted = self.shared.reserve_up_to(&mut self.shared.lock(), need);
+        if granted < need && self.current_read_by_all() {
+            self.shared.lock().used -= granted;
+            self.finish_segment();
+            granted = self.shared.reserve_up_to(&mut self.shared.lock(), need);
         }
+        let fit = if granted == need {
+            self.ends.len()
+        } else {
+            self.ends.partition_point(|e| e.0 as u64 <= granted)
+        };
+        let used = fit.checked_sub(1).map_or(0, |i| self.ends[i].0) as u64;
+        let mut st = self.shared.lock();
+        st.used = st.used.saturating_sub(granted - used);
+        fit
+    }
+
+    /// Writes `self.buf` (records ending at `self.ends`): reserves it in the
+    /// budget (as much as fits), rotates, writes. Returns how many records
+    /// were written and why it stopped early.
+    fn write_buf(&mut self) -> (usize, Option<Failure>) {
+        let fit = self.reserve_records();
+        if fit == 0 {
+            return (0, Some(Failure::NoSpace(FullCause::Budget)));
+        }
+        let need = self.ends[fit - 1].0 as u64;
         let seg_bytes = self.shared.config.segment_bytes;
         let mut start = 0usize;
         let mut idx = 0usize;
         let mut failure = None;
-        while idx < self.ends.len() {
+        while idx < fit {
             // Rotate first when the rest does not fit in the current segment,
             // so an append smaller than a segment is one write in one file.
-            let rest = (self.buf.len() - start) as u64;
+            let rest = need - start as u64;
             let rotate = match &self.cur {
                 Some(c) => c.size > 0 && c.size + rest > seg_bytes,
                 None => false,
             };
             if rotate {
-                if let Err(e) = self.finish_segment() {
-                    failure = Some(Failure::Other(e));
-                    break;
-                }
+                self.finish_segment();
             }
             if self.cur.is_none() {
                 match self.open_next() {
@@ -315,9 +350,7 @@ impl StreamWriter {
             let size = self.cur.as_ref().map_or(0, |c| c.size);
             // The records that fit in this segment (at least one).
             let mut end_idx = idx + 1;
-            while end_idx < self.ends.len()
-                && size + (self.ends[end_idx].0 - start) as u64 <= seg_bytes
-            {
+            while end_idx < fit && size + (self.ends[end_idx].0 - start) as u64 <= seg_bytes {
                 end_idx += 1;
             }
             let end = self.ends[end_idx - 1].0;
@@ -332,6 +365,9 @@ impl StreamWriter {
         if failure.is_some() {
             // Give back what was reserved and not written.
             st.used = st.used.saturating_sub(need - start as u64);
+        } else if fit < self.ends.len() {
+            // The budget took only the first `fit` records.
+            failure = Some(Failure::NoSpace(FullCause::Budget));
         }
         if start > 0 {
             st.stream(&self.key)
@@ -353,25 +389,43 @@ impl StreamWriter {
                 std::io::Error::other("no current segment"),
             )));
         };
-        let data = &self.buf[start..end];
-        let len = data.len() as u64;
-        if self.fallocate_ok {
+        let len = (end - start) as u64;
+        if self.fallocate_ok && cur.size + len > cur.claimed {
             // Claim the blocks first: a full filesystem then fails here, with
-            // nothing written that a reader could have seen.
-            match fallocate(
-                &cur.file,
-                FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                cur.size as libc::off_t,
-                len as libc::off_t,
-            ) {
-                Ok(()) => {}
-                Err(nix::errno::Errno::ENOSPC) | Err(nix::errno::Errno::EDQUOT) => {
+            // nothing written that a reader could have seen. Claim ahead
+            // where the segment has room, exactly what is needed if that
+            // much is not there.
+            let seg = self.shared.config.segment_bytes;
+            let want = (cur.size + len.max(CLAIM_AHEAD)).min(seg.max(cur.size + len));
+            let mut claimed = None;
+            for upto in [want, cur.size + len] {
+                match fallocate(
+                    &cur.file,
+                    FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    cur.claimed.max(cur.size) as libc::off_t,
+                    (upto - cur.claimed.max(cur.size)) as libc::off_t,
+                ) {
+                    Ok(()) => {
+                        claimed = Some(upto);
+                        break;
+                    }
+                    Err(nix::errno::Errno::ENOSPC) | Err(nix::errno::Errno::EDQUOT) => continue,
+                    Err(_) => {
+                        self.fallocate_ok = false;
+                        break;
+                    }
+                }
+            }
+            match claimed {
+                Some(upto) => cur.claimed = upto,
+                None if self.fallocate_ok => {
                     self.note_no_space(&std::io::Error::from_raw_os_error(libc::ENOSPC));
                     return Err(Failure::NoSpace(FullCause::Filesystem));
                 }
-                Err(_) => self.fallocate_ok = false,
+                None => {}
             }
         }
+        let data = &self.buf[start..end];
         let Some(cur) = self.cur.as_mut() else {
             return Err(Failure::NoSpace(FullCause::Filesystem));
         };
@@ -380,6 +434,7 @@ impl StreamWriter {
             if let Err(te) = cur.file.set_len(cur.size) {
                 tracing::error!(path = %cur.path.display(), error = %te, "cannot cut a partly written record");
             }
+            cur.claimed = cur.size;
             if is_no_space(&e) {
                 self.note_no_space(&e);
                 return Err(Failure::NoSpace(FullCause::Filesystem));
@@ -437,15 +492,16 @@ impl StreamWriter {
                 .open(&path)
             {
                 Ok(file) => {
-                    // Make the new name durable with the data fsynced later.
-                    if let Ok(d) = File::open(&pdir) {
-                        let _ = d.sync_all();
-                    }
+                    // The new name is made durable with the data, by the
+                    // next due sync: a folder fsync commits the filesystem's
+                    // journal, which waits for earlier data to be written.
+                    self.unsynced.folder = Some(pdir);
                     self.shared.lock().add_segment(&self.key, seq);
                     self.cur = Some(Current {
                         seq,
                         file,
                         size: 0,
+                        claimed: 0,
                         path,
                     });
                     return Ok(());
@@ -461,59 +517,109 @@ impl StreamWriter {
         }
     }
 
-    /// fsyncs and closes the current segment; the next append starts a new one.
-    fn finish_segment(&mut self) -> Result<()> {
+    /// Closes the current segment; the next append starts a new one. Its
+    /// unsynced data is fsynced with the next due sync (or at close).
+    fn finish_segment(&mut self) {
         let Some(cur) = self.cur.take() else {
-            return Ok(());
+            return;
         };
-        let res = cur
-            .file
-            .sync_data()
-            .map_err(|e| JournalError::io("fsync", cur.path.clone(), e));
+        let Current {
+            seq,
+            file,
+            path,
+            size,
+            claimed,
+        } = cur;
+        if self.dirty || claimed > size {
+            self.unsynced.files.push(Finished {
+                file,
+                path,
+                unused: (size, claimed.saturating_sub(size)),
+            });
+        }
         self.dirty = false;
-        self.last_sync = Instant::now();
         let mut st = self.shared.lock();
         let ss = st.stream(&self.key);
-        if ss.current == Some(cur.seq) {
+        if ss.current == Some(seq) {
             ss.current = None;
         }
         self.shared.prune_retained(&mut st, &self.key);
-        res
     }
 
-    /// Closes the current segment (fsynced) so that the next append starts a
-    /// new one, as size-based rotation does.
+    /// Closes the current segment so that the next append starts a new
+    /// one, as size-based rotation does.
     pub fn rotate(&mut self) -> Result<()> {
-        self.finish_segment()
+        self.finish_segment();
+        Ok(())
     }
 
-    /// fsyncs the current segment if it has unsynced data and the fsync
-    /// interval has passed since the last fsync; also writes a pending drop
-    /// marker if it now fits. Call it from a timer (e.g. every interval) and
-    /// after appends. `Ok(true)` when it synced.
+    /// Whether anything appended is not fsynced yet.
+    fn needs_sync(&self) -> bool {
+        self.dirty || !self.unsynced.is_empty()
+    }
+
+    /// Hands everything not fsynced yet (finished segments, the current
+    /// one, new folder entries) to one background job.
+    fn sync_in_background(&mut self) -> Result<()> {
+        let mut work = std::mem::take(&mut self.unsynced);
+        if let (true, Some(cur)) = (self.dirty, &self.cur) {
+            // A second descriptor of the segment: the writer may rotate and
+            // close its own while the fsync runs.
+            let file = cur
+                .file
+                .try_clone()
+                .map_err(|e| JournalError::io("dup", cur.path.clone(), e))?;
+            work.files.push(Finished {
+                file,
+                path: cur.path.clone(),
+                unused: (0, 0),
+            });
+        }
+        self.dirty = false;
+        let syncing = self.syncing.clone();
+        syncing.store(true, Ordering::Release);
+        background::run(&self.shared.jobs, move || {
+            work.sync();
+            syncing.store(false, Ordering::Release);
+        });
+        Ok(())
+    }
+
+    /// fsyncs what was appended (the current segment, segments finished
+    /// since the last fsync, the folder entries of new segments) in the
+    /// background, if there is any and the fsync interval has passed since
+    /// the last fsync; also writes a pending drop marker if it now fits.
+    /// Call it from a timer (e.g. every interval). `Ok(true)` when it
+    /// started an fsync.
+    ///
+    /// One fsync per interval, not one per segment: on a busy disk an fsync
+    /// (and the filesystem journal commit it forces) takes tens of
+    /// milliseconds.
     pub fn sync_if_due(&mut self, now: Instant) -> Result<bool> {
         if self.dropped_pending > 0 {
             self.flush_drop_marker(OffsetDateTime::now_utc())?;
         }
-        if !self.dirty
+        if !self.needs_sync()
             || now.saturating_duration_since(self.last_sync) < self.shared.config.fsync_interval
+            || self.syncing.load(Ordering::Acquire)
         {
             return Ok(false);
         }
-        self.sync()?;
+        self.sync_in_background()?;
+        self.last_sync = now;
         Ok(true)
     }
 
-    /// fsyncs the current segment now (`fdatasync`).
+    /// fsyncs everything appended so far, before it returns.
     pub fn sync(&mut self) -> Result<()> {
-        if let Some(cur) = &self.cur {
-            if self.dirty {
-                cur.file
-                    .sync_data()
-                    .map_err(|e| JournalError::io("fsync", cur.path.clone(), e))?;
-            }
+        let work = std::mem::take(&mut self.unsynced);
+        if let (true, Some(cur)) = (self.dirty, &self.cur) {
+            cur.file
+                .sync_data()
+                .map_err(|e| JournalError::io("fsync", cur.path.clone(), e))?;
         }
         self.dirty = false;
+        work.sync();
         self.last_sync = Instant::now();
         Ok(())
     }
@@ -522,15 +628,72 @@ impl StreamWriter {
     /// for room (a consumer committed past a segment or went away, a segment
     /// was deleted), or [`SPACE_RETRY`] at most. Then append again.
     pub async fn wait_for_space(&mut self) {
+        // Finished segments stay open until their fsync: close them now, so
+        // that a deleted one gives its blocks back to a full filesystem.
+        if !self.unsynced.files.is_empty() {
+            if let Err(e) = self.sync_in_background() {
+                tracing::warn!(error = %e, "cannot fsync finished journal segments");
+            }
+        }
         let _ = tokio::time::timeout(SPACE_RETRY, self.space_rx.changed()).await;
     }
 
-    /// Writes a pending drop marker if it fits, fsyncs and closes the
-    /// stream (e.g. when its process exited). Dropping the writer does the
-    /// same, best effort.
+    /// Writes a pending drop marker if it fits, and closes the stream (e.g.
+    /// when its process exited), fsyncing it in the background. Dropping the
+    /// writer does the same, best effort.
     pub fn close(mut self) -> Result<()> {
         self.flush_drop_marker(OffsetDateTime::now_utc())?;
-        self.finish_segment()
+        self.finish_segment();
+        self.sync_in_background()
+    }
+}
+
+/// A finished segment with unsynced data or unused claimed blocks.
+#[derive(Debug)]
+struct Finished {
+    file: File,
+    path: PathBuf,
+    /// The data's size, and how many claimed bytes lie past it.
+    unused: (u64, u64),
+}
+
+/// What a writer appended and has not fsynced yet, apart from its current
+/// segment.
+#[derive(Debug, Default)]
+struct Unsynced {
+    /// Finished segments with unsynced data or unused claims.
+    files: Vec<Finished>,
+    /// A process folder that got a new segment file (its entry is made
+    /// durable by fsyncing the folder).
+    folder: Option<PathBuf>,
+}
+
+impl Unsynced {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.folder.is_none()
+    }
+
+    /// fsyncs it all; failures can only be logged (this runs after the
+    /// append that wrote the data returned).
+    fn sync(self) {
+        for f in &self.files {
+            let (size, unused) = f.unused;
+            if unused > 0 {
+                // Give the unused claim back: truncating to the size it has
+                // frees the blocks past the end.
+                if let Err(e) = f.file.set_len(size) {
+                    tracing::debug!(path = %f.path.display(), error = %e, "cannot release unused journal blocks");
+                }
+            }
+            if let Err(e) = f.file.sync_data() {
+                tracing::warn!(path = %f.path.display(), error = %e, "journal fsync failed");
+            }
+        }
+        if let Some(dir) = &self.folder {
+            if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+                tracing::warn!(dir = %dir.display(), error = %e, "journal folder fsync failed");
+            }
+        }
     }
 }
 
@@ -539,8 +702,11 @@ impl Drop for StreamWriter {
         if self.dropped_pending > 0 {
             let _ = self.flush_drop_marker(OffsetDateTime::now_utc());
         }
-        if let Err(e) = self.finish_segment() {
-            tracing::warn!(error = %e, "cannot fsync the last journal segment");
+        self.finish_segment();
+        if self.needs_sync() {
+            if let Err(e) = self.sync_in_background() {
+                tracing::warn!(error = %e, "cannot fsync the last journal segment");
+            }
         }
         let mut st = self.shared.lock();
         st.stream(&self.key).has_writer = false;

@@ -213,12 +213,30 @@ pub fn unmount_rootfs(bundle: &Path) {
     }
 }
 
-/// Removes a process's journal folder (or the task's, for `None`).
-pub fn remove_journal(journal: &Journal, process: Option<&str>) {
+/// Removes a process's journal folder (or the task's, for `None`), on the
+/// blocking pool: deleting hundreds of megabytes of segments (and waiting
+/// for the journal's background fsyncs) must not stall the task service.
+pub async fn remove_journal(journal: &Journal, process: Option<&str>) {
+    let journal = journal.clone();
+    let process = process.map(str::to_owned);
+    let removal =
+        tokio::task::spawn_blocking(move || remove_journal_now(&journal, process.as_deref()));
+    if let Err(e) = removal.await {
+        tracing::warn!(error = %e, "journal removal did not finish");
+    }
+}
+
+/// [`remove_journal`], on the calling thread.
+pub fn remove_journal_now(journal: &Journal, process: Option<&str>) {
     let dir = match process {
         Some(p) => journal.dir().join(p),
         None => journal.dir().to_path_buf(),
     };
+    // Deletions and fsyncs still running in the background must not race
+    // the removal of their folder.
+    if !journal.wait_idle(std::time::Duration::from_secs(5)) {
+        tracing::warn!(dir = %dir.display(), "journal work still running; removing its folder anyway");
+    }
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove log journal");

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use holdfast_journal::{Appended, Consumer, Entry, Journal, Stream, StreamWriter};
+use holdfast_journal::{Appended, Consumer, Journal, RawRead, Stream, StreamWriter};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use time::OffsetDateTime;
@@ -37,7 +37,7 @@ use crate::reaper::Reaper;
 use crate::sys;
 
 /// Size of one read from a container pipe.
-const CHUNK: usize = 64 * 1024;
+const CHUNK: usize = 256 * 1024;
 /// How often a drain gives the journal a chance to fsync.
 const SYNC_TICK: Duration = Duration::from_millis(500);
 /// How long the logging binary may take to say it is ready.
@@ -311,6 +311,8 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
                     Ok(Ok(n)) => {
                         busy = true;
                         append_all(&mut w, &b[..n]).await;
+                        // Let the forwarders send this chunk on before the next.
+                        tokio::task::yield_now().await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "drain: read failed");
@@ -322,6 +324,7 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
             _ = tick.tick() => {
                 // Quiet for a whole tick: give the buffer back.
                 if !busy && buf.take().is_some() {
+                    w.release_buffers();
                     crate::sys::trim_heap();
                 }
                 busy = false;
@@ -367,9 +370,9 @@ async fn forward(
 async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::Receiver<bool>) {
     let mut batch: Vec<u8> = Vec::new();
     loop {
-        let entry = if *done.borrow() {
-            match consumer.try_next() {
-                Ok(Some(e)) => e,
+        let read = if *done.borrow() {
+            match consumer.read_raw(&mut batch, BATCH) {
+                Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "forwarder: journal read failed");
@@ -378,8 +381,8 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::
             }
         } else {
             tokio::select! {
-                e = consumer.next() => match e {
-                    Ok(e) => e,
+                r = consumer.next_raw(&mut batch, BATCH) => match r {
+                    Ok(r) => r,
                     Err(e) => {
                         tracing::warn!(error = %e, "forwarder: journal read failed");
                         continue;
@@ -388,32 +391,14 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::
                 _ = done.changed() => continue,
             }
         };
-        let mut commit_to = match entry {
-            Entry::Record { record, next } => {
-                record.write_raw(&mut batch);
-                next
-            }
-            Entry::Gap { from, to } => {
+        let commit_to = match read {
+            RawRead::Records { next, .. } => next,
+            RawRead::Gap { from, to } => {
                 warn_gap(from, to);
                 consumer.commit(to);
                 continue;
             }
         };
-        // Take whatever else is already there, up to one batch.
-        while batch.len() < BATCH {
-            match consumer.try_next() {
-                Ok(Some(Entry::Record { record, next })) => {
-                    record.write_raw(&mut batch);
-                    commit_to = next;
-                }
-                Ok(Some(Entry::Gap { from, to })) => {
-                    warn_gap(from, to);
-                    commit_to = to;
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
         if let Err(e) = sink.write_all(&batch).await {
             tracing::warn!(error = %e, "forwarder: sink write failed; stopping");
             break;
@@ -624,6 +609,22 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::io("create pipe", e.into()))
 }
 
+/// How much a container's stdout/stderr pipe buffers in the kernel (the
+/// default is 64 KiB). The kernel allocates the pages only as output waits
+/// in the pipe, so an idle or slow logger costs nothing; a fast one keeps
+/// writing while the drain appends the previous chunk.
+const OUTPUT_PIPE_BYTES: libc::c_int = 1 << 20;
+
+/// A pipe for a container's stdout or stderr: [`pipe`] with a larger buffer
+/// where the kernel allows it (`/proc/sys/fs/pipe-max-size`).
+fn output_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = pipe()?;
+    if let Err(e) = fcntl(&r, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES)) {
+        tracing::debug!(error = %e, "could not enlarge an output pipe; keeping the default size");
+    }
+    Ok((r, w))
+}
+
 fn open_stdin_fifo(path: &Path) -> Result<(AsyncFd<OwnedFd>, std::fs::File)> {
     let reader = std::fs::OpenOptions::new()
         .read(true)
@@ -724,8 +725,8 @@ impl ProcessIo {
             return Ok(io);
         }
 
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        let (out_r, out_w) = output_pipe()?;
+        let (err_r, err_w) = output_pipe()?;
         io.start_output(async_fd(out_r)?, output(Stream::Stdout, stdout_sink)?);
         io.start_output(async_fd(err_r)?, output(Stream::Stderr, stderr_sink)?);
         let mut child_in = None;
@@ -904,7 +905,7 @@ impl ProcessIo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use holdfast_journal::JournalOptions;
+    use holdfast_journal::{Entry, JournalOptions};
 
     #[test]
     fn parses_containerd_stdio_strings() {

@@ -177,7 +177,7 @@ impl TaskShim {
         let undo = |bundle: &Path| {
             undo_mount(bundle);
             if !options.keep_after_delete {
-                container::remove_journal(&journal, None);
+                container::remove_journal_now(&journal, None);
             }
         };
         let ctx = IoContext {
@@ -497,7 +497,7 @@ impl TaskShim {
             c.remove_exec(exec_id);
             p.io.shutdown(SINK_GRACE).await;
             if !c.keep_journal {
-                container::remove_journal(&c.journal, Some(exec_id));
+                container::remove_journal(&c.journal, Some(exec_id)).await;
             }
             crate::sys::trim_heap();
             return Ok((p.pid(), p.exit()));
@@ -517,7 +517,7 @@ impl TaskShim {
         }
         p.io.shutdown(SINK_GRACE).await;
         if !c.keep_journal {
-            container::remove_journal(&c.journal, None);
+            container::remove_journal(&c.journal, None).await;
         }
         if c.mounted_rootfs {
             container::unmount_rootfs(&c.bundle);

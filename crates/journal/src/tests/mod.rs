@@ -2,6 +2,7 @@
 
 mod budget;
 mod fs_full;
+mod raw;
 mod rotation;
 mod round_trip;
 
