@@ -1,0 +1,10 @@
+//! holdfastd, the manager: keeps each container's declared state in an
+//! embedded database, reconciles it against containerd's task list in
+//! phases when it starts, applies restart policies, and serves the
+//! `holdfast.v1` API (see `proto/holdfast/v1`).
+#![deny(unsafe_code)]
+
+/// Runs holdfastd with the process's arguments; what `main` calls.
+pub fn main() -> anyhow::Result<()> {
+    anyhow::bail!("holdfastd is not implemented yet")
+}
