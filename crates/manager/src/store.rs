@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use holdfast_api::v1::Container;
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
@@ -106,9 +106,19 @@ impl Store {
         &self.path
     }
 
+    /// A write transaction whose commit returns only once it is on disk
+    /// (redb's default, stated here because the store's guarantee rests
+    /// on it).
+    fn begin_write(&self, op: &dyn Fn() -> String) -> Result<redb::WriteTransaction> {
+        let mut tx = self.db.begin_write().map_err(|e| Error::db(op(), e))?;
+        tx.set_durability(Durability::Immediate)
+            .map_err(|e| Error::db(op(), e))?;
+        Ok(tx)
+    }
+
     fn check_schema(&self) -> Result<()> {
         let op = "check schema version";
-        let tx = self.db.begin_write().map_err(|e| Error::db(op, e))?;
+        let tx = self.begin_write(&|| op.to_owned())?;
         let found = {
             let mut meta = tx.open_table(META).map_err(|e| Error::db(op, e))?;
             let found = meta
@@ -148,7 +158,7 @@ impl Store {
         validate_name(name)?;
         let op = || format!("put {name:?}");
         let bytes = container.encode_to_vec();
-        let tx = self.db.begin_write().map_err(|e| Error::db(op(), e))?;
+        let tx = self.begin_write(&op)?;
         {
             let mut table = tx.open_table(CONTAINERS).map_err(|e| Error::db(op(), e))?;
             table
@@ -173,7 +183,7 @@ impl Store {
     /// transaction; `false` if there was none.
     pub fn delete(&self, name: &str) -> Result<bool> {
         let op = || format!("delete {name:?}");
-        let tx = self.db.begin_write().map_err(|e| Error::db(op(), e))?;
+        let tx = self.begin_write(&op)?;
         let existed = {
             let mut table = tx.open_table(CONTAINERS).map_err(|e| Error::db(op(), e))?;
             let old = table.remove(name).map_err(|e| Error::db(op(), e))?;

@@ -283,3 +283,64 @@ async fn the_store_is_used_from_tokio_through_spawn_blocking() {
     assert_eq!(all.len(), 12);
     assert!(all.iter().all(|l| matches!(l, Loaded::Ok(_))));
 }
+
+/// The writer half of `a_kill_9_mid_write_leaves_whole_records`: run in a
+/// child process, it writes records until it is killed.
+#[test]
+#[ignore = "run by a_kill_9_mid_write_leaves_whole_records in a child process"]
+fn crash_writer() {
+    let Some(dir) = std::env::var_os("HOLDFAST_CRASH_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let store = Store::open(&dir.join(DB_FILE)).unwrap();
+    for i in 0.. {
+        let mut c = container(&format!("c{}", i % 50));
+        c.log_dir = "x".repeat(i % 4096);
+        store.put(&c).unwrap();
+        std::fs::write(dir.join("progress.tmp"), i.to_string()).unwrap();
+        std::fs::rename(dir.join("progress.tmp"), dir.join("progress")).unwrap();
+    }
+}
+
+#[test]
+fn a_kill_9_mid_write_leaves_whole_records() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::tests::crash_writer",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("HOLDFAST_CRASH_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let progress = || -> u64 {
+        std::fs::read_to_string(dir.path().join("progress"))
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    };
+    while progress() < 60 {
+        assert!(Instant::now() < deadline, "the writer made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "the writer exited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = Store::open(&dir.path().join(DB_FILE)).unwrap();
+    let all = store.load_all().unwrap();
+    assert_eq!(all.len(), 50, "every name was written at least once");
+    for loaded in &all {
+        match loaded {
+            Loaded::Ok(c) => assert!(c.log_dir.bytes().all(|b| b == b'x')),
+            other => panic!("torn record: {other:?}"),
+        }
+    }
+}
