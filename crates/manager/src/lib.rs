@@ -4,6 +4,16 @@
 //! `holdfast.v1` API (see `proto/holdfast/v1`).
 #![deny(unsafe_code)]
 
+pub mod config;
+pub mod error;
+pub mod restart;
+pub mod startup;
+pub mod stop;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Result};
+
 /// Runs holdfastd with the process's arguments; what `main` calls.
 pub fn main() -> anyhow::Result<()> {
     anyhow::bail!("holdfastd is not implemented yet")
