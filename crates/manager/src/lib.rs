@@ -8,3 +8,6 @@
 pub fn main() -> anyhow::Result<()> {
     anyhow::bail!("holdfastd is not implemented yet")
 }
+
+pub mod containerd;
+pub mod spec;
