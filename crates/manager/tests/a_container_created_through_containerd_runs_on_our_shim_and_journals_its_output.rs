@@ -94,7 +94,10 @@ async fn scenario(cd: &Fixture) -> Result<()> {
         "a failed create left a container"
     );
 
-    let mut events = client.events().await?;
+    let mut events = client.events();
+    // Give the subscription time to take effect (containerd says nothing
+    // until the first event).
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let created = client
         .create(
             &id,

@@ -105,9 +105,10 @@ pub fn decode(topic: &str, any: &prost_types::Any) -> Option<TaskEvent> {
 }
 
 /// A stream of [`TaskEvent`]s; ends when containerd closes it (e.g. when
-/// it stops): subscribe again after reconnecting.
+/// it stops) or after an error: subscribe again after reconnecting.
 pub struct TaskEvents {
-    inner: tonic::Streaming<containerd_client::types::Envelope>,
+    rx: tokio::sync::mpsc::Receiver<Result<TaskEvent>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for TaskEvents {
@@ -116,45 +117,79 @@ impl std::fmt::Debug for TaskEvents {
     }
 }
 
+impl Drop for TaskEvents {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Stream for TaskEvents {
     type Item = Result<TaskEvent>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            match Pin::new(&mut self.inner).poll_next(cx) {
-                Poll::Ready(Some(Ok(env))) => {
-                    if let Some(ev) = env.event.as_ref().and_then(|a| decode(&env.topic, a)) {
-                        return Poll::Ready(Some(Ok(ev)));
-                    }
+        self.rx.poll_recv(cx)
+    }
+}
+
+async fn pump(
+    mut client: containerd_client::services::v1::events_client::EventsClient<
+        tonic::transport::Channel,
+    >,
+    request: tonic::Request<SubscribeRequest>,
+    tx: tokio::sync::mpsc::Sender<Result<TaskEvent>>,
+) {
+    let mut stream = match client.subscribe(request).await {
+        Ok(r) => r.into_inner(),
+        Err(s) => {
+            let _ = tx
+                .send(Err(Error::from_status("events.subscribe", "", s)))
+                .await;
+            return;
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(env)) => {
+                let Some(ev) = env.event.as_ref().and_then(|a| decode(&env.topic, a)) else {
                     tracing::debug!(topic = %env.topic, "event skipped");
+                    continue;
+                };
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
                 }
-                Poll::Ready(Some(Err(s))) => {
-                    return Poll::Ready(Some(Err(Error::from_status("events.subscribe", "", s))))
-                }
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Pending => return Poll::Pending,
+            }
+            Ok(None) => return,
+            Err(s) => {
+                let _ = tx
+                    .send(Err(Error::from_status("events.subscribe", "", s)))
+                    .await;
+                return;
             }
         }
     }
 }
 
 impl Containerd {
-    /// Subscribes to the task events ([`TOPICS`]) of our namespace. Events
-    /// published before the subscription took effect are not replayed:
-    /// reconcile with [`list_tasks`](Containerd::list_tasks) after
-    /// subscribing.
-    pub async fn events(&self) -> Result<TaskEvents> {
+    /// Subscribes to the task events ([`TOPICS`]) of our namespace (filter
+    /// values are quoted: containerd's filter parser rejects a bare `/`).
+    ///
+    /// containerd answers a subscription only with its first event, so the
+    /// subscription runs in a background task (aborted when the stream is
+    /// dropped) and this returns at once: events published right after it
+    /// returns may be missed. Reconcile with
+    /// [`list_tasks`](Containerd::list_tasks) after subscribing. Must be
+    /// called inside a tokio runtime.
+    pub fn events(&self) -> TaskEvents {
         let filters = TOPICS
             .iter()
-            .map(|t| format!("namespace=={},topic=={t}", self.namespace))
+            .map(|t| format!("namespace==\"{}\",topic==\"{t}\"", self.namespace))
             .collect();
-        let inner =
-            containerd_client::services::v1::events_client::EventsClient::new(self.channel.clone())
-                .subscribe(self.req(SubscribeRequest { filters }))
-                .await
-                .map_err(|s| Error::from_status("events.subscribe", "", s))?
-                .into_inner();
-        Ok(TaskEvents { inner })
+        let client =
+            containerd_client::services::v1::events_client::EventsClient::new(self.channel.clone());
+        let request = self.req(SubscribeRequest { filters });
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let task = tokio::spawn(pump(client, request, tx));
+        TaskEvents { rx, task }
     }
 }
 

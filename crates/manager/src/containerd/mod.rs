@@ -509,7 +509,13 @@ impl Containerd {
             .tasks
             .into_iter()
             .map(|p| TaskInfo {
-                id: p.container_id,
+                // containerd 1.6/1.7 put the container id in `id` and leave
+                // `container_id` empty in ListTasks.
+                id: if p.container_id.is_empty() {
+                    p.id
+                } else {
+                    p.container_id
+                },
                 pid: p.pid,
                 status: TaskStatus::from_i32(p.status),
                 exit_status: p.exit_status,
