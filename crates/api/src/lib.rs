@@ -8,7 +8,11 @@
 
 /// `holdfast.v1`: the containers holdfastd keeps.
 pub mod v1 {
-    #![allow(missing_docs, clippy::doc_lazy_continuation, clippy::large_enum_variant)]
+    #![allow(
+        missing_docs,
+        clippy::doc_lazy_continuation,
+        clippy::large_enum_variant
+    )]
     tonic::include_proto!("holdfast.v1");
 }
 
@@ -27,4 +31,5 @@ pub mod shim {
 
 /// The encoded file descriptor set of `holdfast.v1`, for the gRPC
 /// reflection service.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("holdfast_v1_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("holdfast_v1_descriptor");

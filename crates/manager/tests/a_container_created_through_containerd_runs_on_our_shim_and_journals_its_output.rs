@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -26,8 +26,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn journal_lines(dir: &PathBuf) -> Result<Vec<String>> {
-    let mut reader = match Reader::open(dir.clone(), "init", Stream::Stdout) {
+fn journal_lines(dir: &Path) -> Result<Vec<String>> {
+    let mut reader = match Reader::open(dir, "init", Stream::Stdout) {
         Ok(r) => r,
         Err(_) => return Ok(Vec::new()),
     };

@@ -18,7 +18,7 @@
 //!   itself, no FIFOs are involved.
 
 mod error;
-mod events;
+pub mod events;
 mod exec;
 mod image;
 
