@@ -18,3 +18,6 @@ pub use error::{Error, Result};
 pub fn main() -> anyhow::Result<()> {
     anyhow::bail!("holdfastd is not implemented yet")
 }
+
+pub mod containerd;
+pub mod spec;
