@@ -8,6 +8,7 @@
 //! live_restore = true                      # leave containers running on exit
 //! shutdown_timeout = 30                    # seconds; default: from the containers
 //! log_level = "info"                       # error, warn, info, debug, trace
+//! cgroup_parent = "/holdfast"              # default: /<containerd.namespace>
 //!
 //! [containerd]
 //! address = "/run/containerd/containerd.sock"
@@ -66,6 +67,10 @@ pub struct Config {
     pub log: JournalOptions,
     /// Lowest level of holdfastd's own log (`log_level`).
     pub log_level: LogLevel,
+    /// The cgroup parent of the containers (`cgroup_parent`, absolute);
+    /// unset: `/<containerd.namespace>`. A container's cgroup is
+    /// `<parent>/<name>`.
+    pub cgroup_parent: Option<String>,
 }
 
 /// The `[containerd]` table.
@@ -131,6 +136,7 @@ impl Default for Config {
             shutdown_timeout: None,
             log: JournalOptions::default(),
             log_level: LogLevel::Info,
+            cgroup_parent: None,
         }
     }
 }
@@ -196,10 +202,30 @@ impl Config {
                 format!("{:?} {reason}", self.containerd.namespace),
             );
         }
+        if let Some(parent) = &self.cgroup_parent {
+            if !parent.starts_with('/') || parent.split('/').any(|c| c == "..") {
+                return bad(
+                    "cgroup_parent",
+                    format!("{parent:?} is not an absolute path without '..'"),
+                );
+            }
+        }
         if let Err(e) = self.log.validate() {
             return bad("log", e.to_string());
         }
         Ok(())
+    }
+
+    /// The root of the containers' journals: `log.dir` when set, else
+    /// `<root>/logs` (so a non-default `root` keeps everything together).
+    pub fn journal_root(&self) -> PathBuf {
+        if self.log.dir == Path::new(holdfast_journal::config::DEFAULT_DIR)
+            && self.root != Path::new(DEFAULT_ROOT)
+        {
+            self.root.join("logs")
+        } else {
+            self.log.dir.clone()
+        }
     }
 }
 
@@ -236,7 +262,8 @@ pub struct Reload {
     /// `log_level`, `log`).
     pub applied: Vec<&'static str>,
     /// Changed keys that keep their old value until holdfastd restarts
-    /// (`root`, `socket`, `containerd.address`, `containerd.namespace`).
+    /// (`root`, `socket`, `containerd.address`, `containerd.namespace`,
+    /// `cgroup_parent`).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -274,6 +301,9 @@ pub fn reload(current: &Config, new: Config) -> Reload {
     }
     if current.containerd.namespace != new.containerd.namespace {
         needs_restart.push("containerd.namespace");
+    }
+    if current.cgroup_parent != new.cgroup_parent {
+        needs_restart.push("cgroup_parent");
     }
     Reload {
         config,

@@ -91,6 +91,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// containerd refused or failed an operation.
+    #[error(transparent)]
+    Containerd(#[from] crate::containerd::Error),
+    /// A container's runtime spec could not be built.
+    #[error(transparent)]
+    Spec(#[from] crate::spec::Error),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -134,8 +140,33 @@ impl Error {
                 tonic::Code::FailedPrecondition
             }
             Error::Unavailable(_) => tonic::Code::Unavailable,
-            Error::Db { .. } | Error::Io { .. } | Error::Internal(_) => tonic::Code::Internal,
+            Error::Containerd(e) => containerd_code(e),
+            Error::Spec(crate::spec::Error::Invalid { .. }) => tonic::Code::InvalidArgument,
+            Error::Spec(crate::spec::Error::ImageConfig(_)) => tonic::Code::FailedPrecondition,
+            Error::Spec(crate::spec::Error::Oci(_))
+            | Error::Db { .. }
+            | Error::Io { .. }
+            | Error::Internal(_) => tonic::Code::Internal,
         }
+    }
+}
+
+/// The code of a containerd layer error: its kind where it has one,
+/// `Unavailable` when containerd cannot be reached.
+fn containerd_code(e: &crate::containerd::Error) -> tonic::Code {
+    use crate::containerd::Error as E;
+    match e {
+        E::NotFound(_) => tonic::Code::NotFound,
+        E::AlreadyExists(_) => tonic::Code::AlreadyExists,
+        E::FailedPrecondition(_) | E::ImageNotUnpacked { .. } | E::Image { .. } => {
+            tonic::Code::FailedPrecondition
+        }
+        E::Connect { .. } => tonic::Code::Unavailable,
+        E::Rpc { status, .. } if status.code() == tonic::Code::Unavailable => {
+            tonic::Code::Unavailable
+        }
+        E::Spec(crate::spec::Error::Invalid { .. }) => tonic::Code::InvalidArgument,
+        E::Namespace(_) | E::Rpc { .. } | E::Spec(_) | E::Io { .. } => tonic::Code::Internal,
     }
 }
 
@@ -225,6 +256,28 @@ mod tests {
                 Error::io("read", "/x", io_err()),
                 Code::Internal,
                 "read /x: denied",
+            ),
+            (
+                Error::Containerd(crate::containerd::Error::NotFound("image x".into())),
+                Code::NotFound,
+                "image x not found",
+            ),
+            (
+                Error::Containerd(crate::containerd::Error::Connect {
+                    address: "/c.sock".into(),
+                    reason: "refused".into(),
+                }),
+                Code::Unavailable,
+                "connect to containerd at /c.sock: refused",
+            ),
+            (
+                Error::Containerd(crate::containerd::Error::from_status(
+                    "tasks.start",
+                    "web",
+                    tonic::Status::internal("boom"),
+                )),
+                Code::Internal,
+                "containerd tasks.start web: boom",
             ),
             (
                 Error::Internal("oops".into()),

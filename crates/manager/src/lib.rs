@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod manager;
 pub mod restart;
 pub mod startup;
 pub mod stop;

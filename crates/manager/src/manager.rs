@@ -1,0 +1,566 @@
+//! The manager's domain layer: what each `holdfast.v1` call does, in terms
+//! of the store, containerd and the journal folders, with no gRPC in
+//! sight (the tonic adapter, `server`, only converts).
+//!
+//! Every operation that changes a container holds that container's lock
+//! (one async mutex per name), so two calls on one name never interleave;
+//! calls on different names run in parallel. [`Manager::wait`] holds no
+//! lock while it waits.
+//!
+//! The record is the declared state; the observed state is refreshed from
+//! containerd's task list when it is read (a task that exited on its own
+//! shows as exited), until event handling keeps it current.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use holdfast_api::v1::{Container, ContainerSpec, ContainerState, ContainerStatus};
+use tokio::sync::OwnedMutexGuard;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::Config;
+use crate::containerd::{self, Containerd, RootSource, TaskInfo, TaskStatus};
+use crate::error::{Error, Result};
+use crate::spec::{self, SpecOptions, STOP_SIGNAL_LABEL};
+use crate::stop::stop_timeout;
+use crate::store::{Loaded, Store};
+use crate::validate::{parse_signal, validate_name, validate_spec};
+
+/// SIGKILL's number.
+const SIGKILL: u32 = 9;
+
+/// holdfastd's containers: the store, containerd and a lock per name.
+pub struct Manager {
+    config: Config,
+    store: Arc<Store>,
+    containerd: Containerd,
+    spec_opts: SpecOptions,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("store", &self.store)
+            .field("namespace", &self.containerd.namespace())
+            .finish()
+    }
+}
+
+fn now() -> Option<prost_types::Timestamp> {
+    Some(SystemTime::now().into())
+}
+
+fn not_found(name: &str) -> Error {
+    Error::NotFound {
+        what: format!("container {name:?}"),
+    }
+}
+
+/// The status of a record.
+fn status_of(c: &Container) -> ContainerStatus {
+    c.state
+        .as_ref()
+        .and_then(|s| ContainerStatus::try_from(s.status).ok())
+        .unwrap_or(ContainerStatus::Unspecified)
+}
+
+/// The listing of a quarantined record.
+fn quarantined(name: &str, reason: &str) -> Container {
+    Container {
+        spec: Some(ContainerSpec {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        state: Some(ContainerState {
+            status: ContainerStatus::Quarantined as i32,
+            error: reason.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Applies what containerd's task says to a record's observed state (not
+/// written back): a RUNNING record whose task exited or is gone shows as
+/// exited.
+fn observe(mut c: Container, task: Option<&TaskInfo>) -> Container {
+    if status_of(&c) != ContainerStatus::Running {
+        return c;
+    }
+    let state = c.state.get_or_insert_with(Default::default);
+    match task {
+        Some(t) if t.status == TaskStatus::Stopped => {
+            state.status = ContainerStatus::Exited as i32;
+            state.pid = 0;
+            state.exit_code = t.exit_status as i32;
+            state.finished_at = t.exited_at.map(Into::into);
+        }
+        Some(t) if t.status == TaskStatus::Paused => {
+            state.status = ContainerStatus::Paused as i32;
+        }
+        Some(_) => {}
+        None => {
+            state.status = ContainerStatus::Exited as i32;
+            state.pid = 0;
+        }
+    }
+    c
+}
+
+impl Manager {
+    /// A manager over an open store and a connected containerd.
+    pub fn new(config: Config, store: Arc<Store>, containerd: Containerd) -> Manager {
+        let spec_opts = SpecOptions {
+            namespace: config.containerd.namespace.clone(),
+            cgroup_parent: config.cgroup_parent.clone(),
+        };
+        Manager {
+            config,
+            store,
+            containerd,
+            spec_opts,
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The config the manager runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The journal folder of container `name`.
+    pub fn journal_dir(&self, name: &str) -> PathBuf {
+        containerd::journal_dir(
+            &self.config.journal_root(),
+            self.containerd.namespace(),
+            name,
+        )
+    }
+
+    /// Takes container `name`'s lock (after checking the name, so no lock
+    /// is made for a bad one).
+    async fn lock(&self, name: &str) -> Result<OwnedMutexGuard<()>> {
+        validate_name(name)?;
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .map_err(|_| Error::Internal("the lock table is poisoned".into()))?;
+            locks.entry(name.to_owned()).or_default().clone()
+        };
+        Ok(lock.lock_owned().await)
+    }
+
+    /// Forgets the lock of a removed container (while holding it).
+    fn forget_lock(&self, name: &str) {
+        if let Ok(mut locks) = self.locks.lock() {
+            locks.remove(name);
+        }
+    }
+
+    /// Runs a store call off the async threads.
+    async fn store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task: {e}")))?
+    }
+
+    async fn get(&self, name: &str) -> Result<Option<Loaded>> {
+        let n = name.to_owned();
+        self.store(move |s| s.get(&n)).await
+    }
+
+    async fn put(&self, c: &Container) -> Result<()> {
+        let c = c.clone();
+        self.store(move |s| s.put(&c)).await
+    }
+
+    /// A usable record: NotFound if none, FailedPrecondition if quarantined.
+    async fn record(&self, name: &str) -> Result<Container> {
+        match self.get(name).await? {
+            None => Err(not_found(name)),
+            Some(Loaded::Quarantined { reason, .. }) => Err(Error::FailedPrecondition(format!(
+                "container {name:?} is quarantined ({reason}); remove it"
+            ))),
+            Some(Loaded::Ok(c)) => Ok(c),
+        }
+    }
+
+    /// containerd's task of `name`, if there is one.
+    async fn task(&self, name: &str) -> Result<Option<TaskInfo>> {
+        Ok(self
+            .containerd
+            .list_tasks()
+            .await?
+            .into_iter()
+            .find(|t| t.id == name))
+    }
+
+    /// Creates a container (record, containerd container and task) without
+    /// starting it. Bad input is refused before anything is made; a failure
+    /// later undoes what was made.
+    pub async fn create(&self, spec: ContainerSpec) -> Result<Container> {
+        validate_name(&spec.name)?;
+        let name = spec.name.clone();
+        async {
+            validate_spec(&spec)?;
+            let _guard = self.lock(&name).await?;
+            if self.get(&name).await?.is_some() {
+                return Err(Error::AlreadyExists {
+                    what: format!("container {name:?}"),
+                });
+            }
+            let image = if spec.image.is_empty() {
+                None
+            } else {
+                Some(self.containerd.image(&spec.image).await?)
+            };
+            let image_config = image.as_ref().map(|i| &i.config);
+            let oci = spec::build(&spec, image_config, &self.spec_opts)?;
+            let labels = spec::container_labels(&spec, image_config);
+            let root = if spec.image.is_empty() {
+                RootSource::Folder(PathBuf::from(&spec.rootfs))
+            } else {
+                RootSource::Image(spec.image.clone())
+            };
+            let journal_root = self.config.journal_root();
+            // containerd's AlreadyExists (a container without a record) is
+            // not ours to undo.
+            let created = self
+                .containerd
+                .create(&name, &oci, &root, labels, &journal_root)
+                .await?;
+            let record = Container {
+                spec: Some(spec),
+                state: Some(ContainerState {
+                    status: ContainerStatus::Created as i32,
+                    ..Default::default()
+                }),
+                created_at: now(),
+                log_dir: created.journal_dir.display().to_string(),
+            };
+            if let Err(e) = self.put(&record).await {
+                warn!(error = %e, "writing the record failed; undoing the create");
+                self.undo_create(&name).await;
+                return Err(e);
+            }
+            info!(pid = created.pid, "container created");
+            Ok(record)
+        }
+        .instrument(info_span!("create", container = %name))
+        .await
+    }
+
+    /// Removes the task, container and journal of a create that failed
+    /// after containerd made them; failures are logged.
+    async fn undo_create(&self, name: &str) {
+        if let Err(e) = self.containerd.delete_task(name).await {
+            warn!(error = %e, "undo: delete task");
+        }
+        if let Err(e) = self.containerd.delete_container(name).await {
+            warn!(error = %e, "undo: delete container");
+        }
+        remove_dir_if_any(&self.journal_dir(name)).await;
+    }
+
+    /// Starts a created or exited container.
+    pub async fn start(&self, name: &str) -> Result<Container> {
+        let _guard = self.lock(name).await?;
+        self.start_locked(name)
+            .instrument(info_span!("start", container = %name))
+            .await
+    }
+
+    async fn start_locked(&self, name: &str) -> Result<Container> {
+        let mut record = self.record(name).await?;
+        let task = self.task(name).await?;
+        match task.as_ref().map(|t| t.status) {
+            Some(TaskStatus::Created) => {}
+            Some(TaskStatus::Stopped) | None => {
+                // A run ended: its task goes, a new one is made from the
+                // record.
+                if task.is_some() {
+                    self.containerd.delete_task(name).await?;
+                }
+                self.recreate(&record).await?;
+            }
+            Some(_) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {name:?} is already running"
+                )))
+            }
+        }
+        let pid = match self.containerd.start(name).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let state = record.state.get_or_insert_with(Default::default);
+                state.error = e.to_string();
+                self.put(&record).await?;
+                return Err(e.into());
+            }
+        };
+        let state = record.state.get_or_insert_with(Default::default);
+        state.status = ContainerStatus::Running as i32;
+        state.pid = pid;
+        state.started_at = now();
+        state.finished_at = None;
+        state.exit_code = 0;
+        state.stopped_by_user = false;
+        state.error.clear();
+        self.put(&record).await?;
+        info!(pid, "container started");
+        Ok(record)
+    }
+
+    /// Makes containerd's container and task again from a record (after a
+    /// run ended, its task was deleted).
+    async fn recreate(&self, record: &Container) -> Result<()> {
+        let spec = record
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::Internal("a loaded record has no spec".into()))?;
+        match self.containerd.delete_container(&spec.name).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let image = if spec.image.is_empty() {
+            None
+        } else {
+            Some(self.containerd.image(&spec.image).await?)
+        };
+        let image_config = image.as_ref().map(|i| &i.config);
+        let oci = spec::build(spec, image_config, &self.spec_opts)?;
+        let labels = spec::container_labels(spec, image_config);
+        let root = if spec.image.is_empty() {
+            RootSource::Folder(PathBuf::from(&spec.rootfs))
+        } else {
+            RootSource::Image(spec.image.clone())
+        };
+        self.containerd
+            .create(&spec.name, &oci, &root, labels, &self.config.journal_root())
+            .await?;
+        Ok(())
+    }
+
+    /// Stops a running container: its stop signal, then SIGKILL to all its
+    /// processes after `timeout_seconds` (unset: the spec's stop timeout;
+    /// negative: wait forever); deletes its task and records the exit.
+    /// A container that is not running is returned as is.
+    pub async fn stop(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
+        let _guard = self.lock(name).await?;
+        self.stop_locked(name, timeout_seconds)
+            .instrument(info_span!("stop", container = %name))
+            .await
+    }
+
+    async fn stop_locked(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
+        let mut record = self.record(name).await?;
+        let spec = record.spec.clone().unwrap_or_default();
+        let task = self.task(name).await?;
+        let Some(task) = task.filter(|t| t.status != TaskStatus::Created) else {
+            return Ok(observe(record, None));
+        };
+        let exit = if task.status == TaskStatus::Stopped {
+            self.containerd.delete_task(name).await?
+        } else {
+            let signal = if spec.stop_signal.is_empty() {
+                let labels = spec::container_labels(&spec, None);
+                labels
+                    .get(STOP_SIGNAL_LABEL)
+                    .cloned()
+                    .unwrap_or_else(|| "SIGTERM".into())
+            } else {
+                spec.stop_signal.clone()
+            };
+            let signal = parse_signal(&signal)? as u32;
+            let timeout = stop_timeout(timeout_seconds.unwrap_or(spec.stop_timeout_seconds));
+            self.signal_ignoring_exited(name, signal, false).await?;
+            let waited = match timeout {
+                None => Some(self.containerd.wait(name).await?),
+                Some(t) => tokio::time::timeout(t, self.containerd.wait(name))
+                    .await
+                    .ok()
+                    .transpose()?,
+            };
+            if waited.is_none() {
+                info!(?timeout, "stop timeout passed; sending SIGKILL");
+                self.signal_ignoring_exited(name, SIGKILL, true).await?;
+                self.containerd.wait(name).await?;
+            }
+            self.containerd.delete_task(name).await?
+        };
+        let state = record.state.get_or_insert_with(Default::default);
+        state.status = ContainerStatus::Exited as i32;
+        state.pid = 0;
+        state.exit_code = exit.code as i32;
+        state.finished_at = exit.exited_at.map(Into::into).or_else(now);
+        state.stopped_by_user = true;
+        self.put(&record).await?;
+        info!(exit_code = exit.code, "container stopped");
+        Ok(record)
+    }
+
+    /// Signals a task; a task that already exited is not an error.
+    async fn signal_ignoring_exited(&self, name: &str, signal: u32, all: bool) -> Result<()> {
+        match self.containerd.kill(name, signal, all).await {
+            Ok(()) => Ok(()),
+            Err(containerd::Error::NotFound(_) | containerd::Error::FailedPrecondition(_)) => {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stops (if running) and starts a container again.
+    pub async fn restart(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
+        let _guard = self.lock(name).await?;
+        async {
+            self.stop_locked(name, timeout_seconds).await?;
+            self.start_locked(name).await
+        }
+        .instrument(info_span!("restart", container = %name))
+        .await
+    }
+
+    /// Sends `signal` (a name or number; empty: SIGKILL) to a running
+    /// container's init process, or to all its processes.
+    pub async fn kill(&self, name: &str, signal: &str, all: bool) -> Result<()> {
+        let signal = if signal.is_empty() {
+            SIGKILL
+        } else {
+            parse_signal(signal)? as u32
+        };
+        let _guard = self.lock(name).await?;
+        async {
+            self.record(name).await?;
+            match self.task(name).await? {
+                Some(t) if matches!(t.status, TaskStatus::Running | TaskStatus::Paused) => {
+                    self.containerd.kill(name, signal, all).await?;
+                    Ok(())
+                }
+                _ => Err(Error::FailedPrecondition(format!(
+                    "container {name:?} is not running"
+                ))),
+            }
+        }
+        .instrument(info_span!("kill", container = %name, signal, all))
+        .await
+    }
+
+    /// Removes a container: its task (killed first with `force` if it
+    /// runs), containerd container, journal folder and record. A
+    /// quarantined record is removable.
+    pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
+        let _guard = self.lock(name).await?;
+        async {
+            if self.get(name).await?.is_none() {
+                return Err(not_found(name));
+            }
+            if let Some(task) = self.task(name).await? {
+                match task.status {
+                    TaskStatus::Stopped => {}
+                    TaskStatus::Created => {
+                        self.signal_ignoring_exited(name, SIGKILL, false).await?;
+                        self.containerd.wait(name).await?;
+                    }
+                    _ if !force => {
+                        return Err(Error::FailedPrecondition(format!(
+                            "container {name:?} is running: stop it first or remove it with force"
+                        )))
+                    }
+                    _ => {
+                        self.signal_ignoring_exited(name, SIGKILL, true).await?;
+                        self.containerd.wait(name).await?;
+                    }
+                }
+                self.containerd.delete_task(name).await?;
+            }
+            match self.containerd.delete_container(name).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+            let dir = self.journal_dir(name);
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove journal", dir, e)),
+            }
+            let n = name.to_owned();
+            self.store(move |s| s.delete(&n)).await?;
+            self.forget_lock(name);
+            info!("container removed");
+            Ok(())
+        }
+        .instrument(info_span!("remove", container = %name, force))
+        .await
+    }
+
+    /// The containers by name: running ones, or all (created, exited and
+    /// quarantined too).
+    pub async fn list(&self, all: bool) -> Result<Vec<Container>> {
+        let loaded = self.store(|s| s.load_all()).await?;
+        let tasks = self.containerd.list_tasks().await?;
+        let out = loaded
+            .into_iter()
+            .map(|l| match l {
+                Loaded::Ok(c) => {
+                    let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                    observe(c, tasks.iter().find(|t| t.id == name))
+                }
+                Loaded::Quarantined { name, reason, .. } => quarantined(&name, &reason),
+            })
+            .filter(|c| all || status_of(c) == ContainerStatus::Running)
+            .collect();
+        Ok(out)
+    }
+
+    /// Everything known about one container.
+    pub async fn inspect(&self, name: &str) -> Result<Container> {
+        validate_name(name)?;
+        match self.get(name).await? {
+            None => Err(not_found(name)),
+            Some(Loaded::Quarantined { reason, .. }) => Ok(quarantined(name, &reason)),
+            Some(Loaded::Ok(c)) => {
+                let task = self.task(name).await?;
+                Ok(observe(c, task.as_ref()))
+            }
+        }
+    }
+
+    /// Waits until a container's task exits; its exit code and time. A
+    /// container that is not running answers with its last exit at once.
+    pub async fn wait(&self, name: &str) -> Result<(i32, Option<prost_types::Timestamp>)> {
+        let record = self.record(name).await?;
+        let last = |c: &Container| {
+            let s = c.state.clone().unwrap_or_default();
+            (s.exit_code, s.finished_at)
+        };
+        match self.task(name).await? {
+            None => Ok(last(&observe(record, None))),
+            Some(_) => match self.containerd.wait(name).await {
+                Ok(exit) => Ok((exit.code as i32, exit.exited_at.map(Into::into))),
+                // Deleted meanwhile (a stop): its record has the exit.
+                Err(e) if e.is_not_found() => Ok(last(&self.record(name).await?)),
+                Err(e) => Err(e.into()),
+            },
+        }
+        .inspect(|(code, _)| info!(container = name, exit_code = code, "wait answered"))
+    }
+}
+
+async fn remove_dir_if_any(dir: &std::path::Path) {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => warn!(error = %e, dir = %dir.display(), "remove folder"),
+    }
+}
