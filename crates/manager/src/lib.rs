@@ -5,9 +5,11 @@
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod manager;
 pub mod restart;
+pub mod server;
 pub mod startup;
 pub mod stop;
 pub mod store;
@@ -17,7 +19,7 @@ pub use error::{Error, Result};
 
 /// Runs holdfastd with the process's arguments; what `main` calls.
 pub fn main() -> anyhow::Result<()> {
-    anyhow::bail!("holdfastd is not implemented yet")
+    daemon::main()
 }
 
 pub mod containerd;
