@@ -307,18 +307,32 @@ errors() {
         [[ -n "$msg" ]] || continue
         # shellcheck disable=SC2016 # markdown backquotes
         printf '\n**%s (`%s`) failed on containerd %s:** `%s`\n' "$(short "$rt")" "$rt" "$1" \
-            "$(printf '%s' "$msg" | tr '`\n' "' " | cut -c1-300)"
+            "$(md_code "$msg")"
     done
 }
 
-# goal TEXT RATIO MAX: "met"/"not met"/"not measured" for ratio ≤ MAX.
-goal() {
+# goal_check TEXT RATIO OP LIMIT: "met"/"not met"/"not measured" for
+# RATIO OP LIMIT (OP is <= or >=).
+goal_check() {
     local verdict="not measured"
     if [[ "$2" != n/a ]]; then
-        if awk -v r="$2" -v m="$3" 'BEGIN { exit !(r <= m) }'; then verdict=met; else verdict="**not met**"; fi
+        if awk -v r="$2" -v m="$4" -v op="$3" 'BEGIN { exit !(op == "<=" ? r <= m : r >= m) }'; then
+            verdict=met
+        else
+            verdict="**not met**"
+        fi
     fi
     printf -- '- %s: ratio %s → %s\n' "$1" "$2" "$verdict"
 }
+
+# goal TEXT RATIO MAX: met when ratio ≤ MAX.
+goal() { goal_check "$1" "$2" "<=" "$3"; }
+
+# goal_min TEXT RATIO MIN: met when ratio ≥ MIN.
+goal_min() { goal_check "$1" "$2" ">=" "$3"; }
+
+# md_code TEXT: TEXT as one line for a markdown code span (at most 300 chars).
+md_code() { printf '%s' "$1" | tr '`\n' "' " | cut -c1-300; }
 
 method_idle() {
     cat <<EOF
@@ -565,18 +579,9 @@ section_errors() {
             msg="${SERR[$version|$rt|$key]:-}"
             [[ -n "$msg" ]] || continue
             # shellcheck disable=SC2016 # markdown backquotes
-            printf '\n**%s, %s:** `%s`\n' "$(short "$rt")" "$key" "$(printf '%s' "$msg" | tr '`\n' "' " | cut -c1-300)"
+            printf '\n**%s, %s:** `%s`\n' "$(short "$rt")" "$key" "$(md_code "$msg")"
         done
     done
-}
-
-# goal_min TEXT RATIO MIN: "met"/"not met"/"not measured" for ratio ≥ MIN.
-goal_min() {
-    local verdict="not measured"
-    if [[ "$2" != n/a ]]; then
-        if awk -v r="$2" -v m="$3" 'BEGIN { exit !(r >= m) }'; then verdict=met; else verdict="**not met**"; fi
-    fi
-    printf -- '- %s: ratio %s → %s\n' "$1" "$2" "$verdict"
 }
 
 # goal_zero TEXT VERSION METRIC: "met" when ours measured exactly 0.
