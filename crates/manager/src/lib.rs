@@ -7,7 +7,9 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod gate;
 pub mod manager;
+pub mod notify;
 pub mod restart;
 pub mod server;
 pub mod startup;

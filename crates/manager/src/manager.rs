@@ -28,6 +28,17 @@ use crate::stop::stop_timeout;
 use crate::store::{Loaded, Store};
 use crate::validate::{parse_signal, validate_name, validate_spec};
 
+mod lifecycle;
+mod monitor;
+mod reconcile;
+mod shutdown;
+
+use lifecycle::{Life, Starter};
+pub use lifecycle::{Phase, UNKNOWN_EXIT_CODE};
+pub use monitor::Monitor;
+pub use reconcile::{decide, Action, StartupReport};
+pub use shutdown::ShutdownReport;
+
 /// SIGKILL's number.
 const SIGKILL: u32 = 9;
 
@@ -38,6 +49,7 @@ pub struct Manager {
     containerd: Containerd,
     spec_opts: SpecOptions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    life: Life,
 }
 
 impl std::fmt::Debug for Manager {
@@ -123,6 +135,7 @@ impl Manager {
             containerd,
             spec_opts,
             locks: Mutex::new(HashMap::new()),
+            life: Life::default(),
         }
     }
 
@@ -273,12 +286,13 @@ impl Manager {
     /// Starts a created or exited container.
     pub async fn start(&self, name: &str) -> Result<Container> {
         let _guard = self.lock(name).await?;
-        self.start_locked(name)
+        self.life.cancel_restart(name);
+        self.start_locked(name, Starter::User)
             .instrument(info_span!("start", container = %name))
             .await
     }
 
-    async fn start_locked(&self, name: &str) -> Result<Container> {
+    async fn start_locked(&self, name: &str, by: Starter) -> Result<Container> {
         let mut record = self.record(name).await?;
         let task = self.task(name).await?;
         match task.as_ref().map(|t| t.status) {
@@ -314,8 +328,16 @@ impl Manager {
         state.exit_code = 0;
         state.stopped_by_user = false;
         state.error.clear();
+        match by {
+            Starter::User => {
+                state.restart_count = 0;
+                self.life.reset_backoff(name);
+            }
+            Starter::Policy => state.restart_count += 1,
+        }
         self.put(&record).await?;
-        info!(pid, "container started");
+        self.life.started(name, pid);
+        info!(pid, ?by, "container started");
         Ok(record)
     }
 
@@ -356,31 +378,30 @@ impl Manager {
     /// A container that is not running is returned as is.
     pub async fn stop(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
         let _guard = self.lock(name).await?;
-        self.stop_locked(name, timeout_seconds)
+        self.life.cancel_restart(name);
+        self.stop_locked(name, timeout_seconds, true)
             .instrument(info_span!("stop", container = %name))
             .await
     }
 
-    async fn stop_locked(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
+    /// `by_user`: a user's stop (no policy restarts it); holdfastd's own
+    /// stop at shutdown is not.
+    async fn stop_locked(
+        &self,
+        name: &str,
+        timeout_seconds: Option<i64>,
+        by_user: bool,
+    ) -> Result<Container> {
         let mut record = self.record(name).await?;
         let spec = record.spec.clone().unwrap_or_default();
         let task = self.task(name).await?;
         let Some(task) = task.filter(|t| t.status != TaskStatus::Created) else {
-            return Ok(observe(record, None));
+            return self.stop_restarting(observe(record, None)).await;
         };
         let exit = if task.status == TaskStatus::Stopped {
             self.containerd.delete_task(name).await?
         } else {
-            let signal = if spec.stop_signal.is_empty() {
-                let labels = spec::container_labels(&spec, None);
-                labels
-                    .get(STOP_SIGNAL_LABEL)
-                    .cloned()
-                    .unwrap_or_else(|| "SIGTERM".into())
-            } else {
-                spec.stop_signal.clone()
-            };
-            let signal = parse_signal(&signal)? as u32;
+            let signal = stop_signal_of(&spec)?;
             let timeout = stop_timeout(timeout_seconds.unwrap_or(spec.stop_timeout_seconds));
             self.signal_ignoring_exited(name, signal, false).await?;
             let waited = match timeout {
@@ -402,8 +423,11 @@ impl Manager {
         state.pid = 0;
         state.exit_code = exit.code as i32;
         state.finished_at = exit.exited_at.map(Into::into).or_else(now);
-        state.stopped_by_user = true;
+        state.stopped_by_user |= by_user;
+        let (code, at) = (state.exit_code, state.finished_at);
         self.put(&record).await?;
+        self.life.notify_exit(name, code, at);
+        self.event(name, "stop", code, "");
         info!(exit_code = exit.code, "container stopped");
         Ok(record)
     }
@@ -422,9 +446,10 @@ impl Manager {
     /// Stops (if running) and starts a container again.
     pub async fn restart(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
         let _guard = self.lock(name).await?;
+        self.life.cancel_restart(name);
         async {
-            self.stop_locked(name, timeout_seconds).await?;
-            self.start_locked(name).await
+            self.stop_locked(name, timeout_seconds, true).await?;
+            self.start_locked(name, Starter::User).await
         }
         .instrument(info_span!("restart", container = %name))
         .await
@@ -444,7 +469,7 @@ impl Manager {
             match self.task(name).await? {
                 Some(t) if matches!(t.status, TaskStatus::Running | TaskStatus::Paused) => {
                     self.containerd.kill(name, signal, all).await?;
-                    Ok(())
+                    self.mark_killed_by_user(name, signal).await
                 }
                 _ => Err(Error::FailedPrecondition(format!(
                     "container {name:?} is not running"
@@ -460,7 +485,15 @@ impl Manager {
     /// quarantined record is removable.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let _guard = self.lock(name).await?;
-        async {
+        self.life.cancel_restart(name);
+        self.remove_locked(name, force)
+            .instrument(info_span!("remove", container = %name, force))
+            .await
+    }
+
+    /// [`Manager::remove`] with the container's lock held.
+    async fn remove_locked(&self, name: &str, force: bool) -> Result<()> {
+        {
             if self.get(name).await?.is_none() {
                 return Err(not_found(name));
             }
@@ -478,7 +511,9 @@ impl Manager {
                     }
                     _ => {
                         self.signal_ignoring_exited(name, SIGKILL, true).await?;
-                        self.containerd.wait(name).await?;
+                        let exit = self.containerd.wait(name).await?;
+                        let at = exit.exited_at.map(Into::into).or_else(now);
+                        self.life.notify_exit(name, exit.code as i32, at);
                     }
                 }
                 self.containerd.delete_task(name).await?;
@@ -497,11 +532,11 @@ impl Manager {
             let n = name.to_owned();
             self.store(move |s| s.delete(&n)).await?;
             self.forget_lock(name);
+            self.life.forget(name);
+            self.event(name, "remove", 0, "");
             info!("container removed");
             Ok(())
         }
-        .instrument(info_span!("remove", container = %name, force))
-        .await
     }
 
     /// The containers by name: running ones, or all (created, exited and
@@ -538,23 +573,27 @@ impl Manager {
 
     /// Waits until a container's task exits; its exit code and time. A
     /// container that is not running answers with its last exit at once.
+    /// Waiters are answered before auto-remove removes the container.
     pub async fn wait(&self, name: &str) -> Result<(i32, Option<prost_types::Timestamp>)> {
-        let record = self.record(name).await?;
-        let last = |c: &Container| {
-            let s = c.state.clone().unwrap_or_default();
-            (s.exit_code, s.finished_at)
-        };
-        match self.task(name).await? {
-            None => Ok(last(&observe(record, None))),
-            Some(_) => match self.containerd.wait(name).await {
-                Ok(exit) => Ok((exit.code as i32, exit.exited_at.map(Into::into))),
-                // Deleted meanwhile (a stop): its record has the exit.
-                Err(e) if e.is_not_found() => Ok(last(&self.record(name).await?)),
-                Err(e) => Err(e.into()),
-            },
-        }
-        .inspect(|(code, _)| info!(container = name, exit_code = code, "wait answered"))
+        self.wait_exit(name)
+            .await
+            .inspect(|(code, _)| info!(container = name, exit_code = code, "wait answered"))
     }
+}
+
+/// The signal `stop` sends first: the spec's, else the image's (label),
+/// else SIGTERM.
+fn stop_signal_of(spec: &ContainerSpec) -> Result<u32> {
+    let signal = if spec.stop_signal.is_empty() {
+        let labels = spec::container_labels(spec, None);
+        labels
+            .get(STOP_SIGNAL_LABEL)
+            .cloned()
+            .unwrap_or_else(|| "SIGTERM".into())
+    } else {
+        spec.stop_signal.clone()
+    };
+    Ok(parse_signal(&signal)? as u32)
 }
 
 async fn remove_dir_if_any(dir: &std::path::Path) {

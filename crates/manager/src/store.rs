@@ -194,6 +194,20 @@ impl Store {
         Ok(existed)
     }
 
+    /// The names (keys) of every record, in order; phase 1 of start-up
+    /// reads them one by one.
+    pub fn names(&self) -> Result<Vec<String>> {
+        let op = "list record names";
+        let tx = self.db.begin_read().map_err(|e| Error::db(op, e))?;
+        let table = tx.open_table(CONTAINERS).map_err(|e| Error::db(op, e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| Error::db(op, e))? {
+            let (key, _) = entry.map_err(|e| Error::db(op, e))?;
+            out.push(key.value().to_owned());
+        }
+        Ok(out)
+    }
+
     /// Reads every record, by name; the ones that cannot be used come back
     /// quarantined (and are logged), not as errors.
     pub fn load_all(&self) -> Result<Vec<Loaded>> {

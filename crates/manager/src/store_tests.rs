@@ -144,6 +144,7 @@ fn a_corrupted_record_is_quarantined_while_the_others_load() {
         other => panic!("expected quarantine, got {other:?}"),
     }
     assert_eq!(all[1].name(), "b");
+    assert_eq!(store.names().unwrap(), ["a", "b", "c"]);
     // Kept untouched: loading again sees it again.
     assert_eq!(store.load_all().unwrap()[1], all[1]);
     assert!(matches!(
