@@ -262,8 +262,8 @@ pub struct Reload {
     /// `log_level`, `log`).
     pub applied: Vec<&'static str>,
     /// Changed keys that keep their old value until holdfastd restarts
-    /// (`root`, `socket`, `containerd.address`, `containerd.namespace`,
-    /// `cgroup_parent`).
+    /// (`log.dir`, `root`, `socket`, `containerd.address`,
+    /// `containerd.namespace`, `cgroup_parent`).
     pub needs_restart: Vec<&'static str>,
 }
 
@@ -286,8 +286,16 @@ pub fn reload(current: &Config, new: Config) -> Reload {
         config.log_level = new.log_level;
         applied.push("log_level");
     }
-    if current.log != new.log {
-        config.log = new.log;
+    // The journal folder of existing containers is where they were
+    // created: `log.dir` waits for a restart, the other `[log]` keys
+    // apply to containers created from now on.
+    let mut log = new.log;
+    if current.log.dir != log.dir {
+        needs_restart.push("log.dir");
+        log.dir = current.log.dir.clone();
+    }
+    if current.log != log {
+        config.log = log;
         applied.push("log");
     }
     if current.root != new.root {

@@ -151,6 +151,7 @@ fn reload_applies_live_keys_and_lists_the_others() {
         namespace = "other"
         [log]
         max_segments = 2
+        dir = "/srv/logs"
         "#,
     )
     .unwrap();
@@ -162,6 +163,7 @@ fn reload_applies_live_keys_and_lists_the_others() {
     assert_eq!(
         r.needs_restart,
         [
+            "log.dir",
             "root",
             "socket",
             "containerd.address",
@@ -172,6 +174,7 @@ fn reload_applies_live_keys_and_lists_the_others() {
     assert_eq!(r.config.log_level, LogLevel::Trace);
     assert_eq!(r.config.shutdown_timeout, Some(9));
     assert_eq!(r.config.log.max_segments, 2);
+    assert_eq!(r.config.log.dir, current.log.dir);
     assert_eq!(r.config.root, current.root);
     assert_eq!(r.config.socket, current.socket);
     assert_eq!(r.config.containerd, current.containerd);

@@ -231,8 +231,11 @@ pub async fn run(
     // Teardown, in reverse order of start-up.
     notify::notify("STOPPING=1");
     set_health(&health_reporter, ServingStatus::NotServing).await;
+    // Containers are stopped only by a holdfastd that finished starting:
+    // after a failed or interrupted start-up they are left as found.
+    let leave_running = config.live_restore || monitor.is_none();
     let report = manager
-        .shut_down(monitor, config.live_restore, config.shutdown_timeout)
+        .shut_down(monitor, leave_running, config.shutdown_timeout)
         .await;
     if !report.not_stopped.is_empty() {
         warn!(containers = ?report.not_stopped, "some containers could not be stopped");

@@ -37,7 +37,7 @@ use lifecycle::{Life, Starter};
 pub use lifecycle::{Phase, UNKNOWN_EXIT_CODE};
 pub use monitor::Monitor;
 pub use reconcile::{decide, Action, StartupReport};
-pub use shutdown::ShutdownReport;
+pub use shutdown::{ShutdownReport, QUIESCE_TIMEOUT};
 
 /// SIGKILL's number.
 const SIGKILL: u32 = 9;

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use holdfast_api::v1::Container;
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::error::{Error, Result};
 use crate::validate::{validate_name, validate_spec_fields};
@@ -224,7 +224,7 @@ impl Store {
                 raw_len,
             } = &loaded
             {
-                warn!(container = %name, %reason, raw_len, "record quarantined");
+                debug!(container = %name, %reason, raw_len, "record quarantined");
             }
             out.push(loaded);
         }

@@ -1,5 +1,6 @@
 //! holdfastd's shutdown, the reverse of start-up: no more restarts (the
-//! monitor stops, pending restarts are cancelled), then, with live restore
+//! monitor stops, pending restarts are cancelled, operations in flight
+//! finish: [`QUIESCE_TIMEOUT`]), then, with live restore
 //! off, every running container is stopped in parallel, each with its own
 //! stop signal and timeout, under one deadline ([`crate::stop`]).
 //!
@@ -17,6 +18,10 @@ use super::lifecycle::Phase;
 use super::monitor::Monitor;
 use super::Manager;
 use crate::stop::effective_shutdown_deadline;
+
+/// How long shutdown waits for operations in flight (a policy restart, an
+/// exit being recorded) before it goes on.
+pub const QUIESCE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the shutdown did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,11 +49,31 @@ impl Manager {
         self.life.set_phase(Phase::ShuttingDown);
         drop(monitor);
         self.life.cancel_all_restarts();
+        self.quiesce(QUIESCE_TIMEOUT).await;
         if live_restore {
             info!("live restore: leaving every container running");
             return ShutdownReport::default();
         }
         self.stop_all(shutdown_timeout).await
+    }
+
+    /// Waits until no operation holds a container's lock (a restart or an
+    /// exit being handled finishes its containerd calls and its record
+    /// write), up to `timeout`. New ones see the phase and do nothing.
+    async fn quiesce(&self, timeout: Duration) {
+        let locks: Vec<_> = match self.locks.lock() {
+            Ok(map) => map.values().cloned().collect(),
+            Err(_) => return,
+        };
+        let all = futures::future::join_all(locks.into_iter().map(|l| async move {
+            drop(l.lock_owned().await);
+        }));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "operations still running at shutdown; leaving them"
+            );
+        }
     }
 
     async fn stop_all(self: &Arc<Self>, shutdown_timeout: Option<u64>) -> ShutdownReport {
