@@ -4,16 +4,16 @@
 //! manager chose, kill/wait/delete report its exit status, and nothing is
 //! left behind. Needs root.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use futures::StreamExt;
 use holdfast_api::v1::ContainerSpec;
 use holdfast_integration::{each_version, Containerd as Fixture};
-use holdfast_journal::{Entry, Reader, Stream};
 use holdfast_manager::containerd::{
     managed_filter, Containerd, ExecProcess, RootSource, TaskEvent, TaskStatus,
 };
@@ -24,20 +24,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .worker_threads(2)
         .enable_all()
         .build()?)
-}
-
-fn journal_lines(dir: &Path) -> Result<Vec<String>> {
-    let mut reader = match Reader::open(dir, "init", Stream::Stdout) {
-        Ok(r) => r,
-        Err(_) => return Ok(Vec::new()),
-    };
-    let mut out = Vec::new();
-    while let Some(entry) = reader.try_next()? {
-        if let Entry::Record { record, .. } = entry {
-            out.push(String::from_utf8_lossy(&record.text).into_owned());
-        }
-    }
-    Ok(out)
 }
 
 async fn scenario(cd: &Fixture) -> Result<()> {
@@ -143,7 +129,7 @@ async fn scenario(cd: &Fixture) -> Result<()> {
     // Its output reaches the journal folder we chose, in order.
     let deadline = Instant::now() + Duration::from_secs(15);
     let lines = loop {
-        let lines = journal_lines(&created.journal_dir)?;
+        let lines = common::journal_lines(&created.journal_dir)?;
         if lines.len() >= 5 {
             break lines;
         }

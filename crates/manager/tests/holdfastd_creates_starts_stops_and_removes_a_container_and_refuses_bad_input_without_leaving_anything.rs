@@ -6,122 +6,22 @@
 //! holdfastd exits on SIGTERM and removes its socket; nothing is left
 //! behind. Needs root.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use common::{connect, journal_lines, with_log, Daemon, Paths};
 use holdfast_api::v1::containers_client::ContainersClient;
 use holdfast_api::v1::{
     ContainerSpec, ContainerStatus, CreateRequest, InspectRequest, ListRequest, RemoveRequest,
     RestartPolicy, RestartPolicyKind, StartRequest, StopRequest,
 };
 use holdfast_integration::{each_version, Containerd as Fixture};
-use holdfast_journal::{Entry, Reader, Stream};
 use holdfast_manager::containerd::Containerd;
-use hyper_util::rt::TokioIo;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tonic::Code;
-
-/// `holdfastd`, killed (SIGKILL) when dropped unless it already exited.
-struct Daemon {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(config: &Path, stderr: PathBuf) -> Result<Daemon> {
-        let log = std::fs::File::create(&stderr)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfastd"))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("spawn holdfastd")?;
-        Ok(Daemon {
-            child: Some(child),
-            stderr,
-        })
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits up to 15 s for a clean exit.
-    fn terminate(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else {
-            bail!("holdfastd is not running");
-        };
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                ensure!(status.success(), "holdfastd exited with {status}");
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("holdfastd did not exit within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A client of holdfastd's socket, retried until `deadline` while
-/// holdfastd starts.
-async fn connect(socket: &Path, daemon: &Daemon) -> Result<ContainersClient<Channel>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let path = socket.to_path_buf();
-        let attempt = Endpoint::try_from("http://[::]:0")?
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await;
-        match attempt {
-            Ok(channel) => return Ok(ContainersClient::new(channel)),
-            Err(e) if Instant::now() > deadline => {
-                bail!("holdfastd's socket: {e}; its log:\n{}", daemon.log())
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-}
-
-fn journal_lines(dir: &Path) -> Result<Vec<String>> {
-    let mut reader = match Reader::open(dir, "init", Stream::Stdout) {
-        Ok(r) => r,
-        Err(_) => return Ok(Vec::new()),
-    };
-    let mut out = Vec::new();
-    while let Some(entry) = reader.try_next()? {
-        if let Entry::Record { record, .. } = entry {
-            out.push(String::from_utf8_lossy(&record.text).into_owned());
-        }
-    }
-    Ok(out)
-}
 
 /// Nothing exists for holdfastd: no record, no containerd container, no
 /// journal folder.
@@ -151,23 +51,11 @@ async fn assert_nothing(
 }
 
 async fn scenario(cd: &Fixture) -> Result<()> {
-    let root = cd.dir().join("hd");
-    let socket = root.join("run/holdfastd.sock");
-    let logs = cd.dir().join("hd-logs");
-    let config = cd.dir().join("holdfastd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "root = {root:?}\nsocket = {socket:?}\nlog_level = \"debug\"\ncgroup_parent = {parent:?}\n\
-             \n[containerd]\naddress = {address:?}\nnamespace = {ns:?}\n\n[log]\ndir = {logs:?}\n",
-            parent = cd.cgroup_parent(),
-            address = cd.address(),
-            ns = cd.namespace(),
-        ),
-    )?;
-    let mut daemon = Daemon::spawn(&config, cd.dir().join("holdfastd.log"))?;
-    let result = steps(cd, &mut daemon, &socket, &logs).await;
-    result.with_context(|| format!("holdfastd's log:\n{}", daemon.log()))
+    let paths = Paths::new(cd);
+    paths.write_config(cd, true, "")?;
+    let mut daemon = Daemon::spawn(&paths)?;
+    let result = steps(cd, &mut daemon, &paths.socket, &paths.logs).await;
+    with_log(result, &paths)
 }
 
 async fn steps(cd: &Fixture, daemon: &mut Daemon, socket: &Path, logs: &Path) -> Result<()> {
@@ -380,11 +268,7 @@ async fn steps(cd: &Fixture, daemon: &mut Daemon, socket: &Path, logs: &Path) ->
 fn holdfastd_creates_starts_stops_and_removes_a_container_and_refuses_bad_input_without_leaving_anything(
 ) {
     each_version(|cd| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?
-            .block_on(scenario(cd))?;
+        common::block_on(scenario(cd))?;
         cd.assert_clean()
     });
 }
