@@ -97,7 +97,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         CONNECT_TIMEOUT,
     )
     .await?;
-    let manager = Arc::new(Manager::new(config.clone(), Arc::new(store), containerd));
+    let manager = Arc::new(Manager::new(
+        config.clone(),
+        Arc::new(store),
+        containerd.clone(),
+    ));
+    let task_events =
+        crate::events::spawn_containerd_events(containerd, manager.event_hub().clone());
 
     let listener = bind(&config.socket).await?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -139,6 +145,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     remove_socket(&config.socket);
+    task_events.abort();
 
     if config.live_restore {
         info!("live restore: leaving the containers running");

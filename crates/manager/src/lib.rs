@@ -7,6 +7,9 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod events;
+pub mod exec;
+pub mod logs;
 pub mod manager;
 pub mod restart;
 pub mod server;

@@ -16,13 +16,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use holdfast_api::v1::{Container, ContainerSpec, ContainerState, ContainerStatus};
+use holdfast_api::v1::{Container, ContainerSpec, ContainerState, ContainerStatus, Event};
 use tokio::sync::OwnedMutexGuard;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::config::Config;
 use crate::containerd::{self, Containerd, RootSource, TaskInfo, TaskStatus};
 use crate::error::{Error, Result};
+use crate::events::{event, EventHub};
 use crate::spec::{self, SpecOptions, STOP_SIGNAL_LABEL};
 use crate::stop::stop_timeout;
 use crate::store::{Loaded, Store};
@@ -35,9 +36,10 @@ const SIGKILL: u32 = 9;
 pub struct Manager {
     config: Config,
     store: Arc<Store>,
-    containerd: Containerd,
+    pub(crate) containerd: Containerd,
     spec_opts: SpecOptions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) events: EventHub,
 }
 
 impl std::fmt::Debug for Manager {
@@ -123,6 +125,7 @@ impl Manager {
             containerd,
             spec_opts,
             locks: Mutex::new(HashMap::new()),
+            events: EventHub::new(),
         }
     }
 
@@ -172,7 +175,7 @@ impl Manager {
             .map_err(|e| Error::Internal(format!("store task: {e}")))?
     }
 
-    async fn get(&self, name: &str) -> Result<Option<Loaded>> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Loaded>> {
         let n = name.to_owned();
         self.store(move |s| s.get(&n)).await
     }
@@ -183,7 +186,7 @@ impl Manager {
     }
 
     /// A usable record: NotFound if none, FailedPrecondition if quarantined.
-    async fn record(&self, name: &str) -> Result<Container> {
+    pub(crate) async fn record(&self, name: &str) -> Result<Container> {
         match self.get(name).await? {
             None => Err(not_found(name)),
             Some(Loaded::Quarantined { reason, .. }) => Err(Error::FailedPrecondition(format!(
@@ -252,6 +255,7 @@ impl Manager {
                 return Err(e);
             }
             info!(pid = created.pid, "container created");
+            self.publish(event(&name, "create"));
             Ok(record)
         }
         .instrument(info_span!("create", container = %name))
@@ -405,6 +409,7 @@ impl Manager {
         state.stopped_by_user = true;
         self.put(&record).await?;
         info!(exit_code = exit.code, "container stopped");
+        self.publish(event(name, "stop"));
         Ok(record)
     }
 
@@ -444,6 +449,10 @@ impl Manager {
             match self.task(name).await? {
                 Some(t) if matches!(t.status, TaskStatus::Running | TaskStatus::Paused) => {
                     self.containerd.kill(name, signal, all).await?;
+                    self.publish(Event {
+                        message: format!("signal {signal}"),
+                        ..event(name, "kill")
+                    });
                     Ok(())
                 }
                 _ => Err(Error::FailedPrecondition(format!(
@@ -498,6 +507,7 @@ impl Manager {
             self.store(move |s| s.delete(&n)).await?;
             self.forget_lock(name);
             info!("container removed");
+            self.publish(event(name, "remove"));
             Ok(())
         }
         .instrument(info_span!("remove", container = %name, force))
