@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the end-to-end suite (integration/) once per containerd version and
-# then checks that the tests left no containerd, shim, mount, cgroup or
+# Runs the end-to-end suites (integration/: the shim through containerd;
+# crates/manager/tests: holdfastd and the holdfast CLI on the shim) once per
+# containerd version and then checks that the tests left no containerd, shim, mount, cgroup or
 # fixture folder behind.
 #
 #   HOLDFAST_CONTAINERD   versions to cover, space or comma separated (default "1.6 1.7")
@@ -30,7 +31,7 @@ leftovers() {
     for pid in $(pgrep -f -- "$fixture_glob" 2>/dev/null || true); do
         cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || continue
         case "$cmd" in
-            *containerd*"$fixture_glob"*) printf 'process %s: %s\n' "$pid" "$cmd" ;;
+            *containerd*"$fixture_glob"* | *holdfastd*"$fixture_glob"*) printf 'process %s: %s\n' "$pid" "$cmd" ;;
         esac
     done
     while IFS= read -r mnt; do
@@ -51,6 +52,10 @@ if [[ -n "$before" ]]; then
     hf_log "$before"
 fi
 
+# holdfastd always runs our shim: its suite only makes sense for ours.
+packages=(-p holdfast-integration)
+[[ "$runtime" != io.rust.shim.v2 ]] || packages+=(-p holdfast-manager)
+
 failed=()
 for v in ${versions//,/ }; do
     bin="$(hf_bin_dir "$v")"
@@ -58,7 +63,7 @@ for v in ${versions//,/ }; do
     hf_step "integration tests: containerd $v ($("$bin/containerd" --version | awk '{print $3}')), runtime $runtime, $threads threads"
     start=$SECONDS
     if HOLDFAST_CONTAINERD="$v" HOLDFAST_TEST_RUNTIME="$runtime" \
-        cargo test --release --no-fail-fast -p holdfast-integration -- --test-threads "$threads" "$@"; then
+        cargo test --release --no-fail-fast "${packages[@]}" -- --test-threads "$threads" "$@"; then
         hf_log "containerd $v: passed in $((SECONDS - start)) s"
     else
         hf_log "containerd $v: FAILED after $((SECONDS - start)) s"

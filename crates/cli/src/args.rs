@@ -188,8 +188,9 @@ pub struct LogsArgs {
     /// Keep printing new output.
     #[arg(short = 'f', long)]
     pub follow: bool,
-    /// Only the last N lines.
-    #[arg(short = 'n', long, value_name = "N")]
+    /// Only the last N lines of stdout and stderr together (`all`: every
+    /// line).
+    #[arg(short = 'n', long, value_name = "N", value_parser = parse::tail)]
     pub tail: Option<u64>,
     /// Only output since T: an RFC 3339 time, Unix seconds or a duration
     /// before now (10m, 2h).

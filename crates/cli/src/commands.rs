@@ -120,7 +120,7 @@ async fn run(client: &mut Client, args: RunArgs) -> Result<i32> {
     }
     let mut waiter = client.clone();
     let wait_name = name.clone();
-    let mut wait = tokio::spawn(async move { waiter.wait(WaitRequest { name: wait_name }).await });
+    let wait = tokio::spawn(async move { waiter.wait(WaitRequest { name: wait_name }).await });
     let request = LogsRequest {
         name: name.clone(),
         follow: true,
@@ -131,40 +131,12 @@ async fn run(client: &mut Client, args: RunArgs) -> Result<i32> {
         .await
         .map_err(status_err(Some(&name)))?
         .into_inner();
-    let mut printed = 0usize;
-    let mut follow_ended = false;
-    let exit = loop {
-        tokio::select! {
-            record = stream.message(), if !follow_ended => match record {
-                Ok(Some(record)) => {
-                    print_record(&record, None)?;
-                    printed += 1;
-                }
-                // The follow ends when the container is removed (--rm).
-                Ok(None) | Err(_) => follow_ended = true,
-            },
-            exit = &mut wait => break exit.context("waiting for the container")?,
-        }
-    };
-    if !follow_ended {
-        // A follow does not end when the task exits: read what the journal
-        // holds past the records already printed.
-        drop(stream);
-        let request = LogsRequest {
-            name: name.clone(),
-            ..Default::default()
-        };
-        if let Ok(response) = client.logs(request).await {
-            let mut rest = response.into_inner();
-            while let Ok(Some(record)) = rest.message().await {
-                if printed > 0 {
-                    printed -= 1;
-                } else {
-                    print_record(&record, None)?;
-                }
-            }
-        }
+    // The follow ends once the task exited and all it wrote was printed
+    // (or when --rm removed the container).
+    while let Ok(Some(record)) = stream.message().await {
+        print_record(&record, None)?;
     }
+    let exit = wait.await.context("waiting for the container")?;
     match exit {
         Ok(response) => Ok(response.into_inner().exit_code),
         Err(status) if status.code() == Code::NotFound && spec.auto_remove => {
@@ -329,8 +301,20 @@ async fn inspect(client: &mut Client, args: NamesArgs) -> Result<i32> {
 }
 
 /// Writes one log record to stdout or stderr (by its stream), prefixed
-/// with times when `prefixer` is given.
+/// with times when `prefixer` is given; a gap is said on stderr.
 fn print_record(record: &LogsResponse, prefixer: Option<&mut output::LinePrefixer>) -> Result<()> {
+    if record.gap {
+        let stream = if record.stream == LogStream::Stderr as i32 {
+            "stderr"
+        } else {
+            "stdout"
+        };
+        eprintln!("holdfast: some {stream} output is missing here (the journal lost it)");
+        if let Some(p) = prefixer {
+            p.end_line(record.stream);
+        }
+        return Ok(());
+    }
     let data = match prefixer {
         Some(p) => {
             std::borrow::Cow::Owned(p.prefix(record.stream, record.time.as_ref(), &record.data))

@@ -282,6 +282,12 @@ pub struct LinePrefixer {
 }
 
 impl LinePrefixer {
+    /// Forgets a line left open in `stream` (after a gap, the next output
+    /// starts a line).
+    pub fn end_line(&mut self, stream: i32) {
+        self.mid_line[usize::from(stream == LogStream::Stderr as i32)] = false;
+    }
+
     /// The bytes to print for one record of `stream` read at `time`.
     pub fn prefix(&mut self, stream: i32, time: Option<&Timestamp>, data: &[u8]) -> Vec<u8> {
         let index = usize::from(stream == LogStream::Stderr as i32);

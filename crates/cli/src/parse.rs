@@ -182,6 +182,16 @@ pub fn duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses `--tail`: a number of lines, or `all` (0, as holdfastd takes
+/// it).
+pub fn tail(s: &str) -> Result<u64, String> {
+    if s == "all" {
+        return Ok(0);
+    }
+    s.parse::<u64>()
+        .map_err(|_| format!("{s:?} is not a number of lines (or all)"))
+}
+
 /// Parses `--since`: an RFC 3339 time, a Unix time in seconds, or a
 /// duration (see [`duration`]) before `now`.
 pub fn since(s: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
@@ -355,6 +365,16 @@ mod tests {
         assert!(duration("10").is_err());
         assert!(duration("m").is_err());
         assert!(duration("10y").is_err());
+    }
+
+    #[test]
+    fn tail_takes_a_count_or_all() {
+        assert_eq!(tail("100").unwrap(), 100);
+        assert_eq!(tail("0").unwrap(), 0);
+        assert_eq!(tail("all").unwrap(), 0);
+        assert!(tail("-5").unwrap_err().contains("not a number of lines"));
+        assert!(tail("ten").is_err());
+        assert!(tail("").is_err());
     }
 
     #[test]

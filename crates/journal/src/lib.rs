@@ -88,6 +88,10 @@
 //! ([`Journal::consumer`]) is a reader whose committed cursor holds back
 //! deletion; a forwarder loops `next().await` → write to the sink →
 //! `commit(cursor)`.
+//!
+//! To start near the end without reading everything, [`LineStarts`] walks a
+//! stream's line starts backwards from its newest segment (`tail -n`), and
+//! [`since_start`] finds the segment to read from for output since a time.
 #![deny(unsafe_code)]
 
 mod background;
@@ -97,6 +101,7 @@ mod journal;
 mod reader;
 pub mod record;
 mod segment;
+mod tail;
 mod writer;
 
 pub use config::{ByteSize, FullPolicy, JournalConfig, JournalOptions};
@@ -105,6 +110,7 @@ pub use journal::{processes, Journal};
 pub use reader::{Consumer, Cursor, Entry, RawRead, Reader, POLL_INTERVAL};
 pub use record::{parse_line, parse_line_raw, reconstruct, RawRecord, Record, Stream};
 pub use segment::{segment_file_name, segment_path, validate_process_id, MAX_NAME_LEN};
+pub use tail::{since_start, LineStart, LineStarts};
 pub use writer::{Appended, FullCause, StreamWriter, SPACE_RETRY};
 
 #[cfg(test)]

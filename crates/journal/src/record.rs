@@ -278,7 +278,7 @@ fn parse_canonical(line: &[u8]) -> Option<RawRecord<'_>> {
     })
 }
 
-fn parse_timestamp(ts: &[u8]) -> Result<OffsetDateTime, ParseError> {
+pub(crate) fn parse_timestamp(ts: &[u8]) -> Result<OffsetDateTime, ParseError> {
     let bad = || ParseError::BadTimestamp(String::from_utf8_lossy(ts).into_owned());
     let text = std::str::from_utf8(ts).map_err(|_| bad())?;
     OffsetDateTime::parse(text, &Rfc3339).map_err(|_| bad())

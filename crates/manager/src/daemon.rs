@@ -154,7 +154,13 @@ pub async fn run(
         CONNECT_TIMEOUT,
     )
     .await?;
-    let manager = Arc::new(Manager::new(config.clone(), Arc::new(store), containerd));
+    let manager = Arc::new(Manager::new(
+        config.clone(),
+        Arc::new(store),
+        containerd.clone(),
+    ));
+    let task_events =
+        crate::events::spawn_containerd_events(containerd, manager.event_hub().clone());
 
     let listener = bind(&config.socket).await?;
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -253,6 +259,7 @@ pub async fn run(
         }
     }
     remove_socket(&config.socket);
+    task_events.abort();
     drop(manager);
     match failure {
         Some(e) => {

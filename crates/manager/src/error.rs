@@ -97,6 +97,9 @@ pub enum Error {
     /// A container's runtime spec could not be built.
     #[error(transparent)]
     Spec(#[from] crate::spec::Error),
+    /// A container's log journal could not be read.
+    #[error("journal: {0}")]
+    Journal(#[from] holdfast_journal::JournalError),
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -144,6 +147,7 @@ impl Error {
             Error::Spec(crate::spec::Error::Invalid { .. }) => tonic::Code::InvalidArgument,
             Error::Spec(crate::spec::Error::ImageConfig(_)) => tonic::Code::FailedPrecondition,
             Error::Spec(crate::spec::Error::Oci(_))
+            | Error::Journal(_)
             | Error::Db { .. }
             | Error::Io { .. }
             | Error::Internal(_) => tonic::Code::Internal,
@@ -278,6 +282,15 @@ mod tests {
                 )),
                 Code::Internal,
                 "containerd tasks.start web: boom",
+            ),
+            (
+                Error::Journal(holdfast_journal::JournalError::Io {
+                    op: "read",
+                    path: "/j/init/stdout.0000000001.log".into(),
+                    source: io_err(),
+                }),
+                Code::Internal,
+                "journal: read /j/init/stdout.0000000001.log: denied",
             ),
             (
                 Error::Internal("oops".into()),

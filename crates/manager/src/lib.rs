@@ -7,7 +7,10 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod events;
+pub mod exec;
 pub mod gate;
+pub mod logs;
 pub mod manager;
 pub mod notify;
 pub mod restart;

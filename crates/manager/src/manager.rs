@@ -23,6 +23,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::Config;
 use crate::containerd::{self, Containerd, RootSource, TaskInfo, TaskStatus};
 use crate::error::{Error, Result};
+use crate::events::EventHub;
 use crate::spec::{self, SpecOptions, STOP_SIGNAL_LABEL};
 use crate::stop::stop_timeout;
 use crate::store::{Loaded, Store};
@@ -46,10 +47,11 @@ const SIGKILL: u32 = 9;
 pub struct Manager {
     config: Config,
     store: Arc<Store>,
-    containerd: Containerd,
+    pub(crate) containerd: Containerd,
     spec_opts: SpecOptions,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     life: Life,
+    pub(crate) events: EventHub,
 }
 
 impl std::fmt::Debug for Manager {
@@ -136,6 +138,7 @@ impl Manager {
             spec_opts,
             locks: Mutex::new(HashMap::new()),
             life: Life::default(),
+            events: EventHub::new(),
         }
     }
 
@@ -185,7 +188,7 @@ impl Manager {
             .map_err(|e| Error::Internal(format!("store task: {e}")))?
     }
 
-    async fn get(&self, name: &str) -> Result<Option<Loaded>> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Loaded>> {
         let n = name.to_owned();
         self.store(move |s| s.get(&n)).await
     }
@@ -196,7 +199,7 @@ impl Manager {
     }
 
     /// A usable record: NotFound if none, FailedPrecondition if quarantined.
-    async fn record(&self, name: &str) -> Result<Container> {
+    pub(crate) async fn record(&self, name: &str) -> Result<Container> {
         match self.get(name).await? {
             None => Err(not_found(name)),
             Some(Loaded::Quarantined { reason, .. }) => Err(Error::FailedPrecondition(format!(
@@ -265,6 +268,7 @@ impl Manager {
                 return Err(e);
             }
             info!(pid = created.pid, "container created");
+            self.event(&name, "create", 0, "");
             Ok(record)
         }
         .instrument(info_span!("create", container = %name))
@@ -469,6 +473,7 @@ impl Manager {
             match self.task(name).await? {
                 Some(t) if matches!(t.status, TaskStatus::Running | TaskStatus::Paused) => {
                     self.containerd.kill(name, signal, all).await?;
+                    self.event(name, "kill", 0, &format!("signal {signal}"));
                     self.mark_killed_by_user(name, signal).await
                 }
                 _ => Err(Error::FailedPrecondition(format!(

@@ -3,21 +3,26 @@
 //! through the one mapping in [`crate::error`]. Also builds the gRPC health
 //! and reflection services served next to it.
 //!
-//! Logs, Exec and Events answer `UNIMPLEMENTED` for now.
+//! Logs, Exec and Events are streams: their domain streams ([`crate::logs`],
+//! [`crate::exec`], [`crate::events`]) are mapped to messages here.
 
 use std::sync::Arc;
 
 use futures::stream::BoxStream;
+use futures::StreamExt;
 use holdfast_api::v1::containers_server::{Containers, ContainersServer};
 use holdfast_api::v1::{
-    CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest, ExecResponse, InspectRequest,
-    InspectResponse, KillRequest, KillResponse, ListRequest, ListResponse, LogsRequest,
-    LogsResponse, RemoveRequest, RemoveResponse, RestartRequest, RestartResponse, StartRequest,
-    StartResponse, StopRequest, StopResponse, WaitRequest, WaitResponse,
+    exec_request, exec_response, CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest,
+    ExecResponse, InspectRequest, InspectResponse, KillRequest, KillResponse, ListRequest,
+    ListResponse, LogsRequest, LogsResponse, RemoveRequest, RemoveResponse, RestartRequest,
+    RestartResponse, StartRequest, StartResponse, StopRequest, StopResponse, WaitRequest,
+    WaitResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
+use crate::exec::{ExecInput, ExecOptions, ExecOutput};
+use crate::logs::{LogChunk, LogsOptions};
 use crate::manager::Manager;
 
 /// The `Containers` service over a [`Manager`].
@@ -49,10 +54,6 @@ pub fn reflection() -> Result<
         .register_encoded_file_descriptor_set(holdfast_api::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection service: {e}")))
-}
-
-fn unimplemented(rpc: &str) -> Status {
-    Status::unimplemented(format!("{rpc} is not implemented in this holdfastd yet"))
 }
 
 #[tonic::async_trait]
@@ -135,18 +136,50 @@ impl Containers for Service {
 
     async fn logs(
         &self,
-        _request: Request<LogsRequest>,
+        request: Request<LogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
-        Err(unimplemented("Logs"))
+        let req = request.into_inner();
+        let options = LogsOptions::new(req.follow, req.tail, req.since)?;
+        let stream = self.manager.logs(&req.name, options).await?;
+        Ok(Response::new(
+            stream
+                .map(|r| r.map(LogChunk::into_response).map_err(Status::from))
+                .boxed(),
+        ))
     }
 
     type ExecStream = BoxStream<'static, Result<ExecResponse, Status>>;
 
     async fn exec(
         &self,
-        _request: Request<Streaming<ExecRequest>>,
+        request: Request<Streaming<ExecRequest>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
-        Err(unimplemented("Exec"))
+        let mut requests = request.into_inner();
+        let start = match requests.message().await?.and_then(|m| m.msg) {
+            Some(exec_request::Msg::Start(start)) => start,
+            _ => return Err(Error::invalid("exec", "the first message must be start").into()),
+        };
+        let options = ExecOptions {
+            command: start.command,
+            env: start.env,
+            tty: start.tty,
+            stdin: start.stdin,
+            working_dir: start.working_dir,
+            size: (start.width > 0 && start.height > 0).then_some((start.width, start.height)),
+        };
+        // The client's messages end the input when they end or fail.
+        let input = requests
+            .take_while(|r| futures::future::ready(r.is_ok()))
+            .filter_map(|r| futures::future::ready(r.ok().and_then(exec_input)));
+        let stream = self
+            .manager
+            .exec(&start.name, options, Box::pin(input))
+            .await?;
+        Ok(Response::new(
+            stream
+                .map(|r| r.map(exec_response).map_err(Status::from))
+                .boxed(),
+        ))
     }
 
     async fn wait(&self, request: Request<WaitRequest>) -> Result<Response<WaitResponse>, Status> {
@@ -161,8 +194,34 @@ impl Containers for Service {
 
     async fn events(
         &self,
-        _request: Request<EventsRequest>,
+        request: Request<EventsRequest>,
     ) -> Result<Response<Self::EventsStream>, Status> {
-        Err(unimplemented("Events"))
+        let name = request.into_inner().name;
+        let filter = (!name.is_empty()).then_some(name.as_str());
+        let stream = self.manager.events(filter)?;
+        Ok(Response::new(stream.map(Ok).boxed()))
     }
+}
+
+/// An exec input message, if it is one (a second start is ignored).
+fn exec_input(request: ExecRequest) -> Option<ExecInput> {
+    match request.msg? {
+        exec_request::Msg::Stdin(data) => Some(ExecInput::Stdin(data)),
+        exec_request::Msg::CloseStdin(_) => Some(ExecInput::CloseStdin),
+        exec_request::Msg::Resize(r) => Some(ExecInput::Resize {
+            width: r.width,
+            height: r.height,
+        }),
+        exec_request::Msg::Start(_) => None,
+    }
+}
+
+/// The message of an exec output.
+fn exec_response(output: ExecOutput) -> ExecResponse {
+    let msg = match output {
+        ExecOutput::Stdout(data) => exec_response::Msg::Stdout(data),
+        ExecOutput::Stderr(data) => exec_response::Msg::Stderr(data),
+        ExecOutput::Exit(code) => exec_response::Msg::ExitCode(code),
+    };
+    ExecResponse { msg: Some(msg) }
 }

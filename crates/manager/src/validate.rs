@@ -56,20 +56,8 @@ pub fn validate_spec_fields(spec: &ContainerSpec) -> Result<()> {
             }
         }
     }
-    for (i, arg) in spec.command.iter().enumerate() {
-        if arg.contains('\0') {
-            return Err(Error::invalid(
-                format!("command[{i}]"),
-                "contains a NUL byte",
-            ));
-        }
-    }
-    if spec.command.first().is_some_and(|c| c.is_empty()) {
-        return Err(Error::invalid("command[0]", "the program is empty"));
-    }
-    for (i, entry) in spec.env.iter().enumerate() {
-        check_env(i, entry)?;
-    }
+    check_command(&spec.command)?;
+    check_env_list(&spec.env)?;
     if !spec.working_dir.is_empty() {
         check_abs_path("working_dir", &spec.working_dir)?;
     }
@@ -268,6 +256,31 @@ fn check_image(image: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a command's arguments: no NUL byte, a non-empty program (an
+/// empty command is the caller's to allow or refuse).
+pub fn check_command(command: &[String]) -> Result<()> {
+    for (i, arg) in command.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(Error::invalid(
+                format!("command[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    if command.first().is_some_and(|c| c.is_empty()) {
+        return Err(Error::invalid("command[0]", "the program is empty"));
+    }
+    Ok(())
+}
+
+/// Checks `KEY=VALUE` entries; messages name the index, never a value.
+pub fn check_env_list(env: &[String]) -> Result<()> {
+    for (i, entry) in env.iter().enumerate() {
+        check_env(i, entry)?;
+    }
+    Ok(())
+}
+
 fn check_env(i: usize, entry: &str) -> Result<()> {
     // Only the index and, when the entry is well formed, the key: never
     // the value.
@@ -284,7 +297,8 @@ fn check_env(i: usize, entry: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_abs_path(what: &str, path: &str) -> Result<()> {
+/// Checks that `path` is absolute and has no `..`.
+pub fn check_abs_path(what: &str, path: &str) -> Result<()> {
     if path.contains('\0') {
         return Err(Error::invalid(what, "contains a NUL byte"));
     }

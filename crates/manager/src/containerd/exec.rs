@@ -5,7 +5,10 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest, StartRequest};
+use containerd_client::services::v1::{
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest,
+    StartRequest,
+};
 use nix::sys::stat::Mode;
 
 use super::{Containerd, Error, ExitStatus, Result, PROCESS_TYPE_URL};
@@ -23,6 +26,9 @@ pub struct ExecProcess {
     pub tty: bool,
     /// Give it a stdin FIFO.
     pub stdin: bool,
+    /// The terminal's size (columns, rows), set before the process runs
+    /// (tty only).
+    pub console_size: Option<(u32, u32)>,
 }
 
 /// A started exec: its FIFOs (the read ends of stdout/stderr and the write
@@ -75,6 +81,51 @@ impl Exec {
         self.client.wait_process(&self.id, &self.exec_id).await
     }
 
+    /// Resizes the exec's terminal (tty execs only).
+    pub async fn resize(&self, width: u32, height: u32) -> Result<()> {
+        self.client
+            .tasks()
+            .resize_pty(self.client.req(ResizePtyRequest {
+                container_id: self.id.clone(),
+                exec_id: self.exec_id.clone(),
+                width,
+                height,
+            }))
+            .await
+            .map_err(|s| Error::from_status("tasks.resize_pty", &self.id, s))?;
+        Ok(())
+    }
+
+    /// Tells the shim the exec's input is over: its copy into the process
+    /// ends once the write end of [`Exec::stdin`] is closed too.
+    pub async fn close_stdin(&self) -> Result<()> {
+        self.client
+            .tasks()
+            .close_io(self.client.req(CloseIoRequest {
+                container_id: self.id.clone(),
+                exec_id: self.exec_id.clone(),
+                stdin: true,
+            }))
+            .await
+            .map_err(|s| Error::from_status("tasks.close_io", &self.id, s))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the exec's process.
+    pub async fn kill(&self, signal: u32) -> Result<()> {
+        self.client
+            .tasks()
+            .kill(self.client.req(KillRequest {
+                container_id: self.id.clone(),
+                exec_id: self.exec_id.clone(),
+                signal,
+                all: false,
+            }))
+            .await
+            .map_err(|s| Error::from_status("tasks.kill", &self.id, s))?;
+        Ok(())
+    }
+
     /// Deletes the exited exec process in containerd and removes its FIFOs.
     pub async fn delete(self) -> Result<()> {
         let res = self
@@ -122,6 +173,17 @@ impl Containerd {
             p.set_cwd(PathBuf::from(&process.cwd));
         }
         p.set_terminal(Some(process.tty));
+        let size = match process.console_size.filter(|_| process.tty) {
+            Some((w, h)) => Some(
+                oci_spec::runtime::BoxBuilder::default()
+                    .width(w)
+                    .height(h)
+                    .build()
+                    .map_err(crate::spec::Error::Oci)?,
+            ),
+            None => None,
+        };
+        p.set_console_size(size);
         let process_json = serde_json::to_vec(&p).map_err(crate::spec::Error::ImageConfig)?;
 
         let dir = fifo_dir.join(format!("{id}-{exec_id}"));

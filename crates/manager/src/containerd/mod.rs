@@ -30,8 +30,8 @@ use containerd_client::services::v1::container::Runtime;
 use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, KillRequest, ListContainersRequest, ListTasksRequest,
-    StartRequest, WaitRequest,
+    DeleteTaskRequest, GetContainerRequest, GetRequest, KillRequest, ListContainersRequest,
+    ListTasksRequest, StartRequest, WaitRequest,
 };
 use containerd_client::types::v1::Status;
 use containerd_client::types::Mount;
@@ -522,6 +522,29 @@ impl Containerd {
                 exited_at: to_system_time(p.exited_at),
             })
             .collect())
+    }
+
+    /// Task `id` (its init process), if there is one: one call to
+    /// containerd, not a listing of every task.
+    pub async fn get_task(&self, id: &str) -> Result<Option<TaskInfo>> {
+        let resp = self
+            .tasks()
+            .get(self.req(GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await;
+        match resp {
+            Ok(r) => Ok(r.into_inner().process.map(|p| TaskInfo {
+                id: id.to_string(),
+                pid: p.pid,
+                status: TaskStatus::from_i32(p.status),
+                exit_status: p.exit_status,
+                exited_at: to_system_time(p.exited_at),
+            })),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::from_status("tasks.get", id, s)),
+        }
     }
 
     /// The containers of the namespace matching containerd `filters`

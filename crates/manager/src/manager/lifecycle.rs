@@ -266,13 +266,23 @@ impl Manager {
         self.life.watch_phase()
     }
 
-    /// Reports a lifecycle event. Until the Events service's channel is
-    /// in this branch, events go to holdfastd's log only.
+    /// Reports a lifecycle event: to holdfastd's log and to the Events
+    /// stream. A task's `start`, `exit` and `oom` reach the stream from
+    /// containerd's own events (with containerd's times,
+    /// [`crate::events::from_task_event`]), so they are logged here only.
     pub(crate) fn event(&self, name: &str, action: &str, exit_code: i32, message: &str) {
         info!(
             container = name,
             action, exit_code, message, "container event"
         );
+        if matches!(action, "start" | "exit" | "oom") {
+            return;
+        }
+        self.publish(holdfast_api::v1::Event {
+            exit_code,
+            message: message.to_owned(),
+            ..crate::events::event(name, action)
+        });
     }
 
     /// Handles an exit `source` saw for task `name` (`pid`: the run it was
