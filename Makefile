@@ -35,7 +35,7 @@ lint: ## fmt check, clippy -D warnings, rustdoc without warnings
 bench: setup build ## measure against the Go containerd-shim-runc-v2, write BENCHMARKS.md
 	@bash scripts/bench.sh
 
-demo: setup build ## private containerd + shim, a logging container survives kill -9 of containerd
+demo: setup build ## private containerd + holdfastd, a logging container survives kill -9 of both
 	@bash scripts/demo.sh
 
 clean: ## remove build output and the demo/bench scratch folders (keeps the download cache)
