@@ -281,18 +281,10 @@ async fn copy_stdin(from: AsyncFd<OwnedFd>, mut to: Writer) {
     }
 }
 
-/// Appends `data` to the journal, honouring the full policy: with `block`
-/// this waits (not reading the container's pipe meanwhile) until the journal
-/// has room. A forwarder parked with the drain gets its sink back after
-/// each append: live mode covers only [`journal_chunk`]'s own writes.
-async fn append_all(w: &mut StreamWriter, data: &[u8], handoff: &Handoff) {
-    let first = w.append(data, OffsetDateTime::now_utc());
-    handoff.appended();
-    finish_append(w, data, first, handoff).await;
-}
-
 /// Goes on from the result of appending `data`: logs a drop, or appends
-/// the rest once the journal has room again (`block`).
+/// the rest once the journal has room again (`block`: the container's pipe
+/// is not read meanwhile). A forwarder parked with the drain gets its sink
+/// back after each of these appends: live mode covers only the first one.
 async fn finish_append(
     w: &mut StreamWriter,
     mut data: &[u8],
@@ -350,7 +342,8 @@ struct Returned {
 struct HandoffState {
     /// Appends so far: a forwarder parks only if none came since it read.
     appends: u64,
-    /// The drain reached end of file: nothing to park for any more.
+    /// The drain reached end of file and closed its writer: once a
+    /// forwarder read everything, it is done.
     closed: bool,
     live: Option<Live>,
     returned: Option<Returned>,
@@ -374,22 +367,21 @@ struct Handoff {
 }
 
 impl Handoff {
-    fn is_live(&self) -> bool {
-        lock(&self.state).live.is_some()
-    }
-
     /// Appends so far (read before a forwarder's read).
     fn appends(&self) -> u64 {
         lock(&self.state).appends
     }
 
     /// Parks the forwarder's consumer and sink, which read everything
-    /// journaled up to `seen` appends; gives them back at once if the drain
-    /// appended more since.
-    fn park(&self, consumer: Consumer, sink: Writer, seen: u64) -> Option<(Consumer, Writer)> {
+    /// journaled up to `seen` appends. Refused when the drain appended more
+    /// since (read again) or is done ([`Park::Done`]).
+    fn park(&self, consumer: Consumer, sink: Writer, seen: u64) -> Park {
         let mut st = lock(&self.state);
-        if st.appends != seen || st.closed {
-            return Some((consumer, sink));
+        if st.appends != seen {
+            return Park::Refused(Box::new((consumer, sink)));
+        }
+        if st.closed {
+            return Park::Done;
         }
         let resume = consumer.position();
         st.live = Some(Live {
@@ -397,7 +389,39 @@ impl Handoff {
             sink,
             resume,
         });
-        None
+        Park::Parked
+    }
+
+    /// Whether the drain is done.
+    fn closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    /// After the drain appended `data` to the journal (from cursor `start`
+    /// to `end`; `clean`: all of it, no drop marker before it): writes it to
+    /// a parked sink if it follows the sink's last byte, and gives the sink
+    /// back unless it took every byte.
+    fn after_append(&self, data: &[u8], start: Option<Cursor>, end: Option<Cursor>, clean: bool) {
+        let mut st = lock(&self.state);
+        st.appends += 1;
+        let Some(live) = st.live.as_mut() else {
+            return;
+        };
+        let mut sent = 0;
+        if clean && start == Some(live.resume) {
+            sent = live.sink.write_now(data).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "sink write failed; the forwarder retries");
+                0
+            });
+            if let (true, Some(end)) = (sent == data.len(), end) {
+                // Committing the chunk's start, not its end, keeps the
+                // segment the cursor is in from being deleted under it.
+                live.consumer.commit(live.resume);
+                live.resume = end;
+                return;
+            }
+        }
+        self.give_back(&mut st, sent);
     }
 
     /// Counts an append the drain made outside live mode and gives a
@@ -408,9 +432,11 @@ impl Handoff {
         self.give_back(&mut st, 0);
     }
 
-    /// The drain is done: gives a parked forwarder its sink back for good.
+    /// The drain is done and its writer closed (which may have written a
+    /// drop marker): gives a parked forwarder its sink back for good.
     fn close(&self) {
         let mut st = lock(&self.state);
+        st.appends += 1;
         st.closed = true;
         self.give_back(&mut st, 0);
     }
@@ -435,54 +461,32 @@ impl Handoff {
     }
 }
 
-/// Journals one chunk of output and, in live mode, writes it to the sink.
+/// What [`Handoff::park`] did.
+enum Park {
+    Parked,
+    /// The drain appended since the forwarder's read: they are handed back.
+    Refused(Box<(Consumer, Writer)>),
+    /// The drain is done and nothing was appended since the read.
+    Done,
+}
+
+/// Journals one chunk of output and, in live mode, writes it to the sink;
+/// with `block` and a full journal, waits until all of it is journaled.
 async fn journal_chunk(w: &mut StreamWriter, data: &[u8], handoff: &Handoff) {
-    if !handoff.is_live() {
-        append_all(w, data, handoff).await;
-        // Let the forwarder send this chunk on before the next.
-        tokio::task::yield_now().await;
-        return;
-    }
     let start = w.end();
     let marker = w.pending_drop_marker() > 0;
     let result = w.append(data, OffsetDateTime::now_utc());
     let clean = !marker && matches!(result, Ok(Appended::Written { .. }));
-    {
-        let mut st = lock(&handoff.state);
-        st.appends += 1;
-        let sent = match st.live.as_mut() {
-            // The chunk follows the sink's last byte in the journal.
-            Some(live) if clean && start == Some(live.resume) => match live.sink.write_now(data) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(error = %e, "sink write failed; the forwarder retries");
-                    0
-                }
-            },
-            _ => 0,
-        };
-        match (st.live.as_mut(), w.end()) {
-            (Some(live), Some(end)) if clean && sent == data.len() => {
-                // Committing the chunk's start, not its end, keeps the
-                // segment the cursor is in from being deleted under it.
-                live.consumer.commit(live.resume);
-                live.resume = end;
-            }
-            _ => handoff.give_back(&mut st, sent),
-        }
-    }
+    handoff.after_append(data, start, w.end(), clean);
     if !clean {
         finish_append(w, data, result, handoff).await;
     }
+    // Let the forwarder send this chunk on before the next.
+    tokio::task::yield_now().await;
 }
 
 /// Reads a container pipe (or pty) into the journal until end of file.
-async fn drain(
-    from: AsyncFd<OwnedFd>,
-    mut w: StreamWriter,
-    handoff: Arc<Handoff>,
-    done: watch::Sender<bool>,
-) {
+async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, handoff: Arc<Handoff>) {
     // The buffer exists only while output flows (it goes after a quiet
     // tick): an idle container costs no 64 KiB per stream.
     let mut buf: Option<Vec<u8>> = None;
@@ -527,11 +531,10 @@ async fn drain(
             }
         }
     }
-    handoff.close();
     if let Err(e) = w.close() {
         tracing::warn!(error = %e, "closing journal stream failed");
     }
-    done.send_replace(true);
+    handoff.close();
 }
 
 fn warn_gap(from: holdfast_journal::Cursor, to: holdfast_journal::Cursor) {
@@ -558,19 +561,13 @@ async fn forward(
     consumer: Consumer,
     sink: Writer,
     handoff: Arc<Handoff>,
-    done: watch::Receiver<bool>,
     finished: watch::Sender<bool>,
 ) {
-    forward_all(consumer, sink, &handoff, done).await;
+    forward_all(consumer, sink, &handoff).await;
     finished.send_replace(true);
 }
 
-async fn forward_all(
-    mut consumer: Consumer,
-    mut sink: Writer,
-    handoff: &Handoff,
-    mut done: watch::Receiver<bool>,
-) {
+async fn forward_all(mut consumer: Consumer, mut sink: Writer, handoff: &Handoff) {
     let mut batch: Vec<u8> = Vec::new();
     // Bytes at the cursor the sink already has (written by the drain).
     let mut skip = 0usize;
@@ -578,19 +575,21 @@ async fn forward_all(
         let seen = handoff.appends();
         let read = match consumer.read_raw(&mut batch, BATCH) {
             Ok(Some(r)) => r,
-            Ok(None) if *done.borrow_and_update() => break,
-            Ok(None) => {
-                // The sink has everything journaled so far: the drain
-                // writes to it directly until it falls behind again.
-                if let Some(refused) = handoff.park(consumer, sink, seen) {
-                    (consumer, sink) = refused;
+            // The sink has everything journaled so far: the drain writes
+            // to it directly until it falls behind again.
+            Ok(None) => match handoff.park(consumer, sink, seen) {
+                Park::Parked => {
+                    let back = handoff.wait_back().await;
+                    (consumer, sink, skip) = (back.live.consumer, back.live.sink, back.skip);
+                    consumer.seek(back.live.resume);
                     continue;
                 }
-                let back = handoff.wait_back().await;
-                (consumer, sink, skip) = (back.live.consumer, back.live.sink, back.skip);
-                consumer.seek(back.live.resume);
-                continue;
-            }
+                Park::Refused(back) => {
+                    (consumer, sink) = *back;
+                    continue;
+                }
+                Park::Done => break,
+            },
             // The reader skips a malformed line: go on after it.
             Err(e @ holdfast_journal::JournalError::Malformed { .. }) => {
                 tracing::warn!(error = %e, "forwarder: malformed journal line skipped");
@@ -598,7 +597,7 @@ async fn forward_all(
             }
             Err(e) => {
                 tracing::warn!(error = %e, "forwarder: journal read failed");
-                if *done.borrow() {
+                if handoff.closed() {
                     break;
                 }
                 tokio::time::sleep(READ_RETRY).await;
@@ -966,20 +965,12 @@ impl ProcessIo {
     }
 
     fn start_output(&self, from: AsyncFd<OwnedFd>, output: Output) {
-        let (done_tx, done_rx) = watch::channel(false);
         let handoff = Arc::new(Handoff::default());
-        lock(&self.drains).push(tokio::spawn(drain(
-            from,
-            output.writer,
-            handoff.clone(),
-            done_tx,
-        )));
+        lock(&self.drains).push(tokio::spawn(drain(from, output.writer, handoff.clone())));
         if let Some((consumer, sink)) = output.consumer {
             let (fin_tx, fin_rx) = watch::channel(false);
             lock(&self.forwarded).push(fin_rx);
-            lock(&self.forwarders).push(tokio::spawn(forward(
-                consumer, sink, handoff, done_rx, fin_tx,
-            )));
+            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, handoff, fin_tx)));
         }
     }
 
