@@ -190,6 +190,12 @@ impl Reader {
         self.index = Some((shared, key));
     }
 
+    /// Moves the read position to `at`; what was read ahead is dropped.
+    pub fn seek(&mut self, at: Cursor) {
+        self.held = None;
+        self.move_to(at);
+    }
+
     /// Sets how often [`Reader::next`] polls when no writer wakes it.
     pub fn set_poll_interval(&mut self, poll: Duration) {
         self.poll = poll;
@@ -227,14 +233,18 @@ impl Reader {
     }
 
     fn switch_to(&mut self, seq: u64) {
+        self.move_to(Cursor {
+            segment: seq,
+            offset: 0,
+        });
+    }
+
+    fn move_to(&mut self, at: Cursor) {
         self.file = None;
         self.filled = 0;
         self.head = 0;
         self.scanned = 0;
-        self.pos = Cursor {
-            segment: seq,
-            offset: 0,
-        };
+        self.pos = at;
     }
 
     /// Opens the segment under the cursor or, if it is gone, the oldest
@@ -528,6 +538,14 @@ impl Consumer {
     /// The cursor of the next entry the consumer will read.
     pub fn position(&self) -> Cursor {
         self.reader.position()
+    }
+
+    /// Moves the read position to `at` (a cursor a writer or a read
+    /// returned; forward or back, as long as its segment was not deleted)
+    /// and commits it.
+    pub fn seek(&mut self, at: Cursor) {
+        self.reader.seek(at);
+        self.commit(at);
     }
 
     /// Unregisters the consumer (as dropping it does).

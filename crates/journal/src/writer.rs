@@ -17,6 +17,7 @@ use crate::background;
 use crate::config::FullPolicy;
 use crate::error::{JournalError, Result};
 use crate::journal::{Key, Shared};
+use crate::reader::Cursor;
 use crate::record::{encode_append, format_timestamp, push_record, Stream};
 use crate::segment::segment_path;
 
@@ -108,6 +109,8 @@ pub struct StreamWriter {
     syncing: Arc<AtomicBool>,
     /// Appended, not fsynced yet (besides the current segment).
     unsynced: Unsynced,
+    /// The cursor just after the last byte written.
+    end: Option<Cursor>,
 }
 
 impl std::fmt::Debug for StreamWriter {
@@ -142,7 +145,15 @@ impl StreamWriter {
             fallocate_ok: true,
             syncing: Arc::new(AtomicBool::new(false)),
             unsynced: Unsynced::default(),
+            end: None,
         }
+    }
+
+    /// The cursor just after the last byte this writer wrote (a consumer
+    /// [`Consumer::seek`](crate::Consumer::seek)ing there reads what is
+    /// appended next); `None` before its first write.
+    pub fn end(&self) -> Option<Cursor> {
+        self.end
     }
 
     /// Frees the encoding buffers (they grow to the largest append): call
@@ -448,6 +459,10 @@ impl StreamWriter {
         cur.size += len;
         self.dirty = true;
         let (seq, size) = (cur.seq, cur.size);
+        self.end = Some(Cursor {
+            segment: seq,
+            offset: size,
+        });
         let mut st = self.shared.lock();
         if let Some(info) = st.stream(&self.key).segments.get_mut(&seq) {
             info.size = size;

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use holdfast_journal::{Appended, Consumer, Journal, RawRead, Stream, StreamWriter};
+use holdfast_journal::{Appended, Consumer, Cursor, Journal, RawRead, Stream, StreamWriter};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use time::OffsetDateTime;
@@ -158,6 +158,9 @@ fn open_fifo_sink(path: &Path) -> Result<Writer> {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| Error::io(format!("open stdio fifo {}", path.display()), e))?;
+    // A buffer as large as the container's pipe: the drain's chunks then
+    // fit whole while the reader keeps up (see `Handoff`).
+    enlarge_pipe(&file);
     Ok(Writer::Fd(async_fd(file.into())?))
 }
 
@@ -215,6 +218,29 @@ enum Writer {
 }
 
 impl Writer {
+    /// Writes as much of `buf` as the sink takes now, without waiting: the
+    /// bytes written (fewer when a FIFO or pipe is full). An error only when
+    /// nothing was written.
+    fn write_now(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let res = match self {
+                Writer::File(f) => std::io::Write::write(f, &buf[done..]),
+                Writer::Fd(fd) => {
+                    nix::unistd::write(fd.get_ref(), &buf[done..]).map_err(std::io::Error::from)
+                }
+            };
+            match res {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || done > 0 => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(done)
+    }
+
     async fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
         match self {
             Writer::File(f) => std::io::Write::write_all(f, buf),
@@ -255,13 +281,19 @@ async fn copy_stdin(from: AsyncFd<OwnedFd>, mut to: Writer) {
     }
 }
 
-/// Appends `data` to the journal, honouring the full policy: with `block`
-/// this waits (not reading the container's pipe meanwhile) until the journal
-/// has room.
-async fn append_all(w: &mut StreamWriter, mut data: &[u8]) {
+/// Goes on from the result of appending `data`: logs a drop, or appends
+/// the rest once the journal has room again (`block`: the container's pipe
+/// is not read meanwhile). A forwarder parked with the drain gets its sink
+/// back after each of these appends: live mode covers only the first one.
+async fn finish_append(
+    w: &mut StreamWriter,
+    mut data: &[u8],
+    mut result: holdfast_journal::Result<Appended>,
+    handoff: &Handoff,
+) {
     let mut warned = false;
     loop {
-        match w.append(data, OffsetDateTime::now_utc()) {
+        match result {
             Ok(Appended::Written { .. }) => return,
             Ok(Appended::Dropped { dropped, cause, .. }) => {
                 tracing::warn!(process = w.process(), stream = ?w.stream(), dropped, ?cause,
@@ -283,11 +315,178 @@ async fn append_all(w: &mut StreamWriter, mut data: &[u8]) {
                 return;
             }
         }
+        result = w.append(data, OffsetDateTime::now_utc());
+        // The forwarder may have parked while this waited for room.
+        handoff.appended();
     }
 }
 
+/// A forwarder's consumer and sink, parked with the drain while the sink
+/// keeps up (see [`Handoff`]).
+struct Live {
+    consumer: Consumer,
+    sink: Writer,
+    /// The journal cursor after the last byte the sink has.
+    resume: Cursor,
+}
+
+/// What the drain gives back to the forwarder: its consumer and sink, the
+/// journal cursor to go on from, and how many bytes after it the sink
+/// already has.
+struct Returned {
+    live: Live,
+    skip: usize,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    /// Appends so far: a forwarder parks only if none came since it read.
+    appends: u64,
+    /// The drain reached end of file and closed its writer: once a
+    /// forwarder read everything, it is done.
+    closed: bool,
+    live: Option<Live>,
+    returned: Option<Returned>,
+}
+
+/// The hand-over between a stream's drain and its forwarder.
+///
+/// While the sink is behind the journal, the forwarder owns it and copies
+/// from its journal cursor. Once it has read everything there, it parks its
+/// consumer and sink here; from then on the drain, right after journaling a
+/// chunk, writes the same bytes to the sink itself (no read back, no parse)
+/// and commits the consumer. The first chunk the sink does not take whole
+/// (a full FIFO, no reader, a failed write), or that the journal did not
+/// take cleanly (budget full, a drop marker due), gives them back with the
+/// cursor to go on from and the bytes the sink already has after it. The
+/// journal stays the source of truth: live mode only saves reading it back.
+#[derive(Default)]
+struct Handoff {
+    state: Mutex<HandoffState>,
+    back: tokio::sync::Notify,
+}
+
+impl Handoff {
+    /// Appends so far (read before a forwarder's read).
+    fn appends(&self) -> u64 {
+        lock(&self.state).appends
+    }
+
+    /// Parks the forwarder's consumer and sink, which read everything
+    /// journaled up to `seen` appends. Refused when the drain appended more
+    /// since (read again) or is done ([`Park::Done`]).
+    fn park(&self, consumer: Consumer, sink: Writer, seen: u64) -> Park {
+        let mut st = lock(&self.state);
+        if st.appends != seen {
+            return Park::Refused(Box::new((consumer, sink)));
+        }
+        if st.closed {
+            return Park::Done;
+        }
+        let resume = consumer.position();
+        st.live = Some(Live {
+            consumer,
+            sink,
+            resume,
+        });
+        Park::Parked
+    }
+
+    /// Whether the drain is done.
+    fn closed(&self) -> bool {
+        lock(&self.state).closed
+    }
+
+    /// After the drain appended `data` to the journal (from cursor `start`
+    /// to `end`; `clean`: all of it, no drop marker before it): writes it to
+    /// a parked sink if it follows the sink's last byte, and gives the sink
+    /// back unless it took every byte.
+    fn after_append(&self, data: &[u8], start: Option<Cursor>, end: Option<Cursor>, clean: bool) {
+        let mut st = lock(&self.state);
+        st.appends += 1;
+        let Some(live) = st.live.as_mut() else {
+            return;
+        };
+        let mut sent = 0;
+        if clean && start == Some(live.resume) {
+            sent = live.sink.write_now(data).unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "sink write failed; the forwarder retries");
+                0
+            });
+            if let (true, Some(end)) = (sent == data.len(), end) {
+                // Committing the chunk's start, not its end, keeps the
+                // segment the cursor is in from being deleted under it.
+                live.consumer.commit(live.resume);
+                live.resume = end;
+                return;
+            }
+        }
+        self.give_back(&mut st, sent);
+    }
+
+    /// Counts an append the drain made outside live mode and gives a
+    /// parked forwarder its sink back, to read it from the journal.
+    fn appended(&self) {
+        let mut st = lock(&self.state);
+        st.appends += 1;
+        self.give_back(&mut st, 0);
+    }
+
+    /// The drain is done and its writer closed (which may have written a
+    /// drop marker): gives a parked forwarder its sink back for good.
+    fn close(&self) {
+        let mut st = lock(&self.state);
+        st.appends += 1;
+        st.closed = true;
+        self.give_back(&mut st, 0);
+    }
+
+    /// Gives them back (if parked), `skip` bytes after their resume cursor
+    /// already written to the sink.
+    fn give_back(&self, st: &mut HandoffState, skip: usize) {
+        if let Some(live) = st.live.take() {
+            st.returned = Some(Returned { live, skip });
+            self.back.notify_one();
+        }
+    }
+
+    /// Waits until the drain gives them back.
+    async fn wait_back(&self) -> Returned {
+        loop {
+            if let Some(r) = lock(&self.state).returned.take() {
+                return r;
+            }
+            self.back.notified().await;
+        }
+    }
+}
+
+/// What [`Handoff::park`] did.
+enum Park {
+    Parked,
+    /// The drain appended since the forwarder's read: they are handed back.
+    Refused(Box<(Consumer, Writer)>),
+    /// The drain is done and nothing was appended since the read.
+    Done,
+}
+
+/// Journals one chunk of output and, in live mode, writes it to the sink;
+/// with `block` and a full journal, waits until all of it is journaled.
+async fn journal_chunk(w: &mut StreamWriter, data: &[u8], handoff: &Handoff) {
+    let start = w.end();
+    let marker = w.pending_drop_marker() > 0;
+    let result = w.append(data, OffsetDateTime::now_utc());
+    let clean = !marker && matches!(result, Ok(Appended::Written { .. }));
+    handoff.after_append(data, start, w.end(), clean);
+    if !clean {
+        finish_append(w, data, result, handoff).await;
+    }
+    // Let the forwarder send this chunk on before the next.
+    tokio::task::yield_now().await;
+}
+
 /// Reads a container pipe (or pty) into the journal until end of file.
-async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<bool>) {
+async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, handoff: Arc<Handoff>) {
     // The buffer exists only while output flows (it goes after a quiet
     // tick): an idle container costs no 64 KiB per stream.
     let mut buf: Option<Vec<u8>> = None;
@@ -310,9 +509,7 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
                     Ok(Ok(0)) => break,
                     Ok(Ok(n)) => {
                         busy = true;
-                        append_all(&mut w, &b[..n]).await;
-                        // Let the forwarders send this chunk on before the next.
-                        tokio::task::yield_now().await;
+                        journal_chunk(&mut w, &b[..n], &handoff).await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "drain: read failed");
@@ -337,7 +534,7 @@ async fn drain(from: AsyncFd<OwnedFd>, mut w: StreamWriter, done: watch::Sender<
     if let Err(e) = w.close() {
         tracing::warn!(error = %e, "closing journal stream failed");
     }
-    done.send_replace(true);
+    handoff.close();
 }
 
 fn warn_gap(from: holdfast_journal::Cursor, to: holdfast_journal::Cursor) {
@@ -347,6 +544,9 @@ fn warn_gap(from: holdfast_journal::Cursor, to: holdfast_journal::Cursor) {
         "forwarder: journal data gone before it was forwarded"
     );
 }
+
+/// How long a forwarder waits before reading again after a read error.
+const READ_RETRY: Duration = Duration::from_millis(100);
 
 /// Most bytes a forwarder hands to its sink in one write.
 const BATCH: usize = 64 * 1024;
@@ -360,35 +560,48 @@ const BATCH: usize = 64 * 1024;
 async fn forward(
     consumer: Consumer,
     sink: Writer,
-    done: watch::Receiver<bool>,
+    handoff: Arc<Handoff>,
     finished: watch::Sender<bool>,
 ) {
-    forward_all(consumer, sink, done).await;
+    forward_all(consumer, sink, &handoff).await;
     finished.send_replace(true);
 }
 
-async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::Receiver<bool>) {
+async fn forward_all(mut consumer: Consumer, mut sink: Writer, handoff: &Handoff) {
     let mut batch: Vec<u8> = Vec::new();
+    // Bytes at the cursor the sink already has (written by the drain).
+    let mut skip = 0usize;
     loop {
-        let read = if *done.borrow() {
-            match consumer.read_raw(&mut batch, BATCH) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "forwarder: journal read failed");
+        let seen = handoff.appends();
+        let read = match consumer.read_raw(&mut batch, BATCH) {
+            Ok(Some(r)) => r,
+            // The sink has everything journaled so far: the drain writes
+            // to it directly until it falls behind again.
+            Ok(None) => match handoff.park(consumer, sink, seen) {
+                Park::Parked => {
+                    let back = handoff.wait_back().await;
+                    (consumer, sink, skip) = (back.live.consumer, back.live.sink, back.skip);
+                    consumer.seek(back.live.resume);
+                    continue;
+                }
+                Park::Refused(back) => {
+                    (consumer, sink) = *back;
+                    continue;
+                }
+                Park::Done => break,
+            },
+            // The reader skips a malformed line: go on after it.
+            Err(e @ holdfast_journal::JournalError::Malformed { .. }) => {
+                tracing::warn!(error = %e, "forwarder: malformed journal line skipped");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "forwarder: journal read failed");
+                if handoff.closed() {
                     break;
                 }
-            }
-        } else {
-            tokio::select! {
-                r = consumer.next_raw(&mut batch, BATCH) => match r {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "forwarder: journal read failed");
-                        continue;
-                    }
-                },
-                _ = done.changed() => continue,
+                tokio::time::sleep(READ_RETRY).await;
+                continue;
             }
         };
         let commit_to = match read {
@@ -399,7 +612,9 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, mut done: watch::
                 continue;
             }
         };
-        if let Err(e) = sink.write_all(&batch).await {
+        let from = skip.min(batch.len());
+        skip -= from;
+        if let Err(e) = sink.write_all(&batch[from..]).await {
             tracing::warn!(error = %e, "forwarder: sink write failed; stopping");
             break;
         }
@@ -619,10 +834,16 @@ const OUTPUT_PIPE_BYTES: libc::c_int = 1 << 20;
 /// where the kernel allows it (`/proc/sys/fs/pipe-max-size`).
 fn output_pipe() -> Result<(OwnedFd, OwnedFd)> {
     let (r, w) = pipe()?;
-    if let Err(e) = fcntl(&r, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES)) {
-        tracing::debug!(error = %e, "could not enlarge an output pipe; keeping the default size");
-    }
+    enlarge_pipe(&r);
     Ok((r, w))
+}
+
+/// Sets a pipe's (or FIFO's) buffer to [`OUTPUT_PIPE_BYTES`] where the
+/// kernel allows it; keeps the default size otherwise.
+fn enlarge_pipe(fd: &impl std::os::fd::AsFd) {
+    if let Err(e) = fcntl(fd, FcntlArg::F_SETPIPE_SZ(OUTPUT_PIPE_BYTES)) {
+        tracing::debug!(error = %e, "could not enlarge a pipe; keeping the default size");
+    }
 }
 
 fn open_stdin_fifo(path: &Path) -> Result<(AsyncFd<OwnedFd>, std::fs::File)> {
@@ -744,12 +965,12 @@ impl ProcessIo {
     }
 
     fn start_output(&self, from: AsyncFd<OwnedFd>, output: Output) {
-        let (done_tx, done_rx) = watch::channel(false);
-        lock(&self.drains).push(tokio::spawn(drain(from, output.writer, done_tx)));
+        let handoff = Arc::new(Handoff::default());
+        lock(&self.drains).push(tokio::spawn(drain(from, output.writer, handoff.clone())));
         if let Some((consumer, sink)) = output.consumer {
             let (fin_tx, fin_rx) = watch::channel(false);
             lock(&self.forwarded).push(fin_rx);
-            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, done_rx, fin_tx)));
+            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, handoff, fin_tx)));
         }
     }
 
@@ -933,12 +1154,12 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pipe_output_is_journaled_and_reaches_a_file_sink_byte_exact() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("out.log");
-        let opts = JournalOptions::default();
-        let journal = Journal::open(opts.for_dir(dir.path().join("j")).unwrap()).unwrap();
+    /// The stdio of process "init" with its stdout going to `sink`, its
+    /// journal in `dir`/j: the journal, the io, and the container's end of
+    /// the stdout pipe (stderr closed).
+    async fn stdout_to(dir: &Path, sink: String) -> (Journal, ProcessIo, OwnedFd) {
+        let journal =
+            Journal::open(JournalOptions::default().for_dir(dir.join("j")).unwrap()).unwrap();
         let reaper = Reaper::new();
         let ctx = IoContext {
             journal: &journal,
@@ -948,13 +1169,88 @@ mod tests {
             reaper: &reaper,
         };
         let paths = StdioPaths {
-            stdout: format!("file://{}", log.display()),
+            stdout: sink,
             ..Default::default()
         };
         let io = ProcessIo::prepare(&paths, &ctx).await.unwrap();
         let child = io.child.clone().unwrap();
         let w = child.stdout.lock().unwrap().take().unwrap();
         child.stderr.lock().unwrap().take();
+        (journal, io, w)
+    }
+
+    /// Output with lines of every length (and one far longer than a
+    /// chunk), no newline at the end.
+    fn varied_output(len: usize) -> Vec<u8> {
+        let mut data = Vec::with_capacity(len);
+        let mut line = 0usize;
+        while data.len() < len {
+            let n = if line % 97 == 0 {
+                700_000
+            } else {
+                (line * 7919) % 3000
+            };
+            data.extend((0..n).map(|i| b'a' + ((i + line) % 26) as u8));
+            data.push(b'\n');
+            line += 1;
+        }
+        data.truncate(len);
+        data
+    }
+
+    /// A FIFO reader that pauses now and then makes the forwarder switch
+    /// between live mode (the drain writes to the FIFO) and catching up from
+    /// the journal, many times: the reader still gets every byte once, in
+    /// order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pausing_fifo_reader_gets_every_byte_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (_journal, io, w) = stdout_to(dir.path(), fifo.display().to_string()).await;
+        let data = varied_output(48 << 20);
+        let total = data.len();
+        let reader = std::thread::spawn(move || {
+            let mut f = std::fs::File::open(&fifo).unwrap();
+            let mut got = Vec::with_capacity(total);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut since_pause = 0;
+            while got.len() < total {
+                let n = std::io::Read::read(&mut f, &mut buf).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                since_pause += n;
+                if since_pause > 4 << 20 {
+                    std::thread::sleep(Duration::from_millis(100));
+                    since_pause = 0;
+                }
+            }
+            got
+        });
+        let expected = data.clone();
+        // Paced so that the forwarder catches up between the reader's pauses.
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::from(w);
+            for piece in expected.chunks(256 * 1024) {
+                std::io::Write::write_all(&mut f, piece).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+        .await
+        .unwrap();
+        io.wait_output(Duration::from_secs(10)).await;
+        let got = tokio::task::spawn_blocking(move || reader.join().unwrap())
+            .await
+            .unwrap();
+        io.shutdown(Duration::from_secs(5)).await;
+        assert_eq!(got.len(), data.len());
+        assert!(got == data, "the FIFO reader got other bytes than written");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipe_output_is_journaled_and_reaches_a_file_sink_byte_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let (_journal, io, w) = stdout_to(dir.path(), format!("file://{}", log.display())).await;
         let data: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
         let expected = data.clone();
         tokio::task::spawn_blocking(move || {

@@ -83,6 +83,8 @@ async fn block_policy_reports_full_loses_nothing_and_resumes_after_a_commit() {
         .expect("woken by the commit, not by the retry timeout");
     assert!(written(w.append(&line(i), now()).unwrap()));
     sent.extend(line(i));
+    // Deletions run in the background.
+    assert!(j.wait_idle(Duration::from_secs(10)));
     assert!(
         segments(tmp.path(), "init", Stream::Stdout)[0].0 > 1,
         "read segments were deleted"
