@@ -143,15 +143,18 @@ impl ShimOptions {
         if msg.segment_bytes > 0 {
             j.segment_bytes = ByteSize(msg.segment_bytes);
         }
-        if msg.max_segments > 0 {
-            j.max_segments = msg.max_segments;
+        if let Some(n) = msg.max_segments {
+            j.max_segments = n;
         }
         if !msg.policy.is_empty() {
             j.policy = FullPolicy::from_name(&msg.policy)
                 .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?;
         }
-        if msg.fsync_interval_ms > 0 {
-            j.fsync_interval_ms = msg.fsync_interval_ms;
+        if let Some(ms) = msg.fsync_interval_ms {
+            j.fsync_interval_ms = ms;
+        }
+        if msg.max_record_bytes > 0 {
+            j.max_record_bytes = ByteSize(msg.max_record_bytes);
         }
         opts.keep_after_delete |= msg.keep_after_delete;
         opts.journal
@@ -193,6 +196,39 @@ mod tests {
         assert_eq!(o.journal.budget_bytes, ByteSize(8 << 20));
         assert_eq!(o.journal.policy, FullPolicy::Drop);
         assert!(o.keep_after_delete);
+    }
+
+    #[test]
+    fn every_journal_key_can_be_set_and_zero_is_a_value_where_it_means_something() {
+        let msg = proto::Options {
+            dir: "/tmp/j".into(),
+            budget_bytes: 64 << 10,
+            segment_bytes: 8 << 10,
+            max_segments: Some(0),
+            policy: "drop".into(),
+            fsync_interval_ms: Some(0),
+            keep_after_delete: true,
+            max_record_bytes: 1000,
+            ..Default::default()
+        };
+        let o = ShimOptions::from_any(Some(&any(OPTIONS_TYPE, msg.encode_to_vec()))).unwrap();
+        let want = JournalOptions {
+            dir: "/tmp/j".into(),
+            budget_bytes: ByteSize(64 << 10),
+            segment_bytes: ByteSize(8 << 10),
+            max_segments: 0,
+            policy: FullPolicy::Drop,
+            fsync_interval_ms: 0,
+            max_record_bytes: ByteSize(1000),
+        };
+        assert_eq!(o.journal, want);
+        // Unset optional fields keep the defaults.
+        let o = ShimOptions::from_any(Some(&any(
+            OPTIONS_TYPE,
+            proto::Options::default().encode_to_vec(),
+        )))
+        .unwrap();
+        assert_eq!(o.journal, JournalOptions::default());
     }
 
     #[test]
