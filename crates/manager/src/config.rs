@@ -20,7 +20,14 @@
 //! segment_bytes = "16MiB"
 //! max_segments = 5
 //! policy = "block"                         # or "drop"
+//! fsync_interval_ms = 1000
+//! max_record_bytes = "64KiB"
 //! ```
+//!
+//! Every `[log]` key reaches the shim of each container holdfastd creates,
+//! in the container's runtime options
+//! ([`crate::containerd::options::shim_options`]); a container keeps them
+//! for its whole life, restarts included.
 //!
 //! On SIGHUP the file is read again and [`reload`] tells which changes
 //! apply at once and which wait for a restart.
@@ -63,7 +70,8 @@ pub struct Config {
     /// restore is off (`shutdown_timeout`); unset: the largest stop timeout
     /// plus a grace period (see [`crate::stop`]).
     pub shutdown_timeout: Option<u64>,
-    /// Journal defaults of new containers (`[log]`, the journal's keys).
+    /// Journal defaults of new containers (`[log]`, the journal's keys),
+    /// all passed to the shim in the container's runtime options.
     pub log: JournalOptions,
     /// Lowest level of holdfastd's own log (`log_level`).
     pub log_level: LogLevel,
@@ -259,7 +267,8 @@ pub struct Reload {
     /// The running config with the changes that apply at once.
     pub config: Config,
     /// Changed keys now in effect (`live_restore`, `shutdown_timeout`,
-    /// `log_level`, `log`).
+    /// `log_level`; `log`: the `[log]` keys but `dir`, for containers
+    /// created from now on).
     pub applied: Vec<&'static str>,
     /// Changed keys that keep their old value until holdfastd restarts
     /// (`log.dir`, `root`, `socket`, `containerd.address`,
@@ -288,7 +297,8 @@ pub fn reload(current: &Config, new: Config) -> Reload {
     }
     // The journal folder of existing containers is where they were
     // created: `log.dir` waits for a restart, the other `[log]` keys
-    // apply to containers created from now on.
+    // apply to containers created from now on (existing ones keep the
+    // options they were created with).
     let mut log = new.log;
     if current.log.dir != log.dir {
         needs_restart.push("log.dir");

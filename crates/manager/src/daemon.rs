@@ -11,9 +11,11 @@
 //! and the store close. With `live_restore` on, every container, shim and
 //! task is left untouched.
 //!
-//! SIGHUP reads the config file again: `live_restore`, `shutdown_timeout`,
-//! `log_level` and `[log]` apply at once; the log names the keys that need
-//! a restart ([`crate::config::reload`]).
+//! SIGHUP reads the config file again: `live_restore`, `shutdown_timeout`
+//! and `log_level` apply at once; `[log]` (but `log.dir`) applies to the
+//! containers created from then on (existing ones keep their journal
+//! settings, across restarts too); the log names the keys that need a
+//! restart ([`crate::config::reload`]).
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -220,7 +222,7 @@ pub async fn run(
                     info!(signal, "shutting down");
                     break;
                 }
-                _ = signals.hup.recv() => reload(&mut config, config_file.as_deref(), levels.as_ref()),
+                _ = signals.hup.recv() => reload(&mut config, config_file.as_deref(), levels.as_ref(), &manager),
                 result = &mut serving => {
                     let why = match result {
                         Ok(Ok(())) => anyhow::anyhow!("the server ended without a shutdown signal"),
@@ -281,8 +283,16 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
 }
 
-/// SIGHUP: reads the config again and applies what can change live.
-fn reload(current: &mut Config, file: Option<&Path>, levels: Option<&LevelHandle>) {
+/// SIGHUP: reads the config again and applies what can change live:
+/// `live_restore` and `shutdown_timeout` (read at shutdown), `log_level`
+/// (through `levels`) and the `[log]` defaults of new containers (given to
+/// `manager`).
+fn reload(
+    current: &mut Config,
+    file: Option<&Path>,
+    levels: Option<&LevelHandle>,
+    manager: &Manager,
+) {
     let path = config_path(file);
     let new = match Config::load(file) {
         Ok(c) => c,
@@ -298,6 +308,9 @@ fn reload(current: &mut Config, file: Option<&Path>, levels: Option<&LevelHandle
                 warn!(error = %e, "SIGHUP: cannot change the log level");
             }
         }
+    }
+    if r.applied.contains(&"log") {
+        manager.set_log_defaults(r.config.log.clone());
     }
     info!(
         config = %path.display(),

@@ -13,10 +13,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
+use holdfast_api::shim::v1::Options as ShimOptions;
 use holdfast_api::v1::{Container, ContainerSpec, ContainerState, ContainerStatus};
+use holdfast_journal::JournalOptions;
 use tokio::sync::OwnedMutexGuard;
 use tracing::{info, info_span, warn, Instrument};
 
@@ -46,6 +48,9 @@ const SIGKILL: u32 = 9;
 /// holdfastd's containers: the store, containerd and a lock per name.
 pub struct Manager {
     config: Config,
+    /// The `[log]` defaults of containers created from now on (SIGHUP may
+    /// change them; `dir` stays the start-up one).
+    log_defaults: RwLock<JournalOptions>,
     store: Arc<Store>,
     pub(crate) containerd: Containerd,
     spec_opts: SpecOptions,
@@ -132,6 +137,7 @@ impl Manager {
             cgroup_parent: config.cgroup_parent.clone(),
         };
         Manager {
+            log_defaults: RwLock::new(config.log.clone()),
             config,
             store,
             containerd,
@@ -145,6 +151,26 @@ impl Manager {
     /// The config the manager runs with.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Takes new `[log]` defaults (a SIGHUP's): containers created from
+    /// now on get them; existing ones keep theirs, across restarts too.
+    /// The journal root stays the start-up one.
+    pub fn set_log_defaults(&self, log: JournalOptions) {
+        match self.log_defaults.write() {
+            Ok(mut current) => *current = log,
+            Err(poisoned) => *poisoned.into_inner() = log,
+        }
+    }
+
+    /// The shim options of a container created now: the current `[log]`
+    /// defaults under the journal root.
+    fn new_shim_options(&self) -> ShimOptions {
+        let log = match self.log_defaults.read() {
+            Ok(log) => log.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        containerd::options::shim_options(&log, &self.config.journal_root())
     }
 
     /// The journal folder of container `name`.
@@ -246,12 +272,11 @@ impl Manager {
             } else {
                 RootSource::Image(spec.image.clone())
             };
-            let journal_root = self.config.journal_root();
             // containerd's AlreadyExists (a container without a record) is
             // not ours to undo.
             let created = self
                 .containerd
-                .create(&name, &oci, &root, labels, &journal_root)
+                .create(&name, &oci, &root, labels, &self.new_shim_options())
                 .await?;
             let record = Container {
                 spec: Some(spec),
@@ -346,12 +371,25 @@ impl Manager {
     }
 
     /// Makes containerd's container and task again from a record (after a
-    /// run ended, its task was deleted).
+    /// run ended, its task was deleted). The container keeps the shim
+    /// options it was created with (its `[log]` settings), in the journal
+    /// root holdfastd reads; without them (containerd lost the container)
+    /// it gets the current defaults.
     async fn recreate(&self, record: &Container) -> Result<()> {
         let spec = record
             .spec
             .as_ref()
             .ok_or_else(|| Error::Internal("a loaded record has no spec".into()))?;
+        let options = match self.containerd.shim_options(&spec.name).await {
+            Ok(Some(mut kept)) => {
+                kept.dir = self.config.journal_root().display().to_string();
+                kept.keep_after_delete = true;
+                kept
+            }
+            Ok(None) => self.new_shim_options(),
+            Err(e) if e.is_not_found() => self.new_shim_options(),
+            Err(e) => return Err(e.into()),
+        };
         match self.containerd.delete_container(&spec.name).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -371,7 +409,7 @@ impl Manager {
             RootSource::Image(spec.image.clone())
         };
         self.containerd
-            .create(&spec.name, &oci, &root, labels, &self.config.journal_root())
+            .create(&spec.name, &oci, &root, labels, &options)
             .await?;
         Ok(())
     }

@@ -14,6 +14,8 @@ use anyhow::{bail, ensure, Context, Result};
 use futures::StreamExt;
 use holdfast_api::v1::ContainerSpec;
 use holdfast_integration::{each_version, Containerd as Fixture};
+use holdfast_journal::JournalOptions;
+use holdfast_manager::containerd::options::shim_options;
 use holdfast_manager::containerd::{
     managed_filter, Containerd, ExecProcess, RootSource, TaskEvent, TaskStatus,
 };
@@ -30,6 +32,7 @@ async fn scenario(cd: &Fixture) -> Result<()> {
     let client = Containerd::connect(cd.address(), cd.namespace(), Duration::from_secs(10)).await?;
     let id = cd.id();
     let journal_root = cd.dir().join("journals");
+    let options = shim_options(&JournalOptions::default(), &journal_root);
     let declared = ContainerSpec {
         name: id.clone(),
         rootfs: cd.rootfs().display().to_string(),
@@ -55,7 +58,7 @@ async fn scenario(cd: &Fixture) -> Result<()> {
             &oci,
             &RootSource::Folder("/nonexistent/rootfs".into()),
             labels.clone(),
-            &journal_root,
+            &options,
         )
         .await;
     ensure!(
@@ -68,7 +71,7 @@ async fn scenario(cd: &Fixture) -> Result<()> {
             &oci,
             &RootSource::Image("docker.io/library/none:latest".into()),
             labels.clone(),
-            &journal_root,
+            &options,
         )
         .await;
     ensure!(
@@ -90,10 +93,13 @@ async fn scenario(cd: &Fixture) -> Result<()> {
             &oci,
             &RootSource::Folder(cd.rootfs().to_path_buf()),
             labels,
-            &journal_root,
+            &options,
         )
         .await?;
     ensure!(created.journal_dir == journal_root.join(cd.namespace()).join(&id));
+    // containerd keeps the options with the container.
+    let kept = client.shim_options(&id).await?;
+    ensure!(kept.as_ref() == Some(&options), "{kept:?}");
     let pid = client.start(&id).await?;
     ensure!(
         pid == created.pid && pid > 0,

@@ -8,9 +8,12 @@
 //! How containers are created (checked against containerd 1.6.20 and
 //! 1.7.24):
 //! - the containerd container has runtime `io.rust.shim.v2` with runtime
-//!   options `holdfast.shim.v1.Options` (`dir` = holdfastd's journal root,
-//!   `keep_after_delete` = true), so the journal of task `<id>` is
-//!   `<dir>/<namespace>/<id>` and outlives the task;
+//!   options `holdfast.shim.v1.Options` ([`options`]: every `[log]` key of
+//!   holdfastd's config, `dir` = holdfastd's journal root,
+//!   `keep_after_delete` = true), which containerd hands to the shim on
+//!   task create; so the journal of task `<id>` is
+//!   `<dir>/<namespace>/<id>`, rotated and budgeted as `[log]` says, and
+//!   outlives the task;
 //! - the spec's root is `rootfs` in the bundle; the task's rootfs is given
 //!   as mounts: a bind mount of the folder for a rootfs container, the
 //!   snapshot's mounts for an image;
@@ -21,6 +24,7 @@ mod error;
 pub mod events;
 mod exec;
 mod image;
+pub mod options;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,9 +39,8 @@ use containerd_client::services::v1::{
 };
 use containerd_client::types::v1::Status;
 use containerd_client::types::Mount;
-use holdfast_api::shim::v1::{Options as ShimOptions, OPTIONS_TYPE_URL};
+use holdfast_api::shim::v1::Options as ShimOptions;
 use oci_spec::runtime::Spec;
-use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
@@ -250,25 +253,29 @@ impl Containerd {
         )
     }
 
-    /// Creates container `id` (runtime [`RUNTIME`], `spec`, `labels` plus
-    /// the managed label) and its task, not started. The task's journal is
-    /// kept under `journal_root`. On failure nothing is left behind.
+    /// Creates container `id` (runtime [`RUNTIME`] with the shim's
+    /// `options`, `spec`, `labels` plus the managed label) and its task,
+    /// not started. The task's journal is under `options.dir`. On failure
+    /// nothing is left behind.
     pub async fn create(
         &self,
         id: &str,
         spec: &Spec,
         root: &RootSource,
         labels: HashMap<String, String>,
-        journal_root: &Path,
+        options: &ShimOptions,
     ) -> Result<Created> {
         let span = tracing::info_span!("containerd.create", container = id);
         let _enter = span.enter();
         let spec_json = serde_json::to_vec(spec).map_err(crate::spec::Error::ImageConfig)?;
-        let options = ShimOptions {
-            dir: journal_root.display().to_string(),
-            keep_after_delete: true,
-            ..Default::default()
-        };
+        tracing::debug!(
+            journal_root = %options.dir,
+            budget_bytes = options.budget_bytes,
+            segment_bytes = options.segment_bytes,
+            max_segments = ?options.max_segments,
+            policy = %options.policy,
+            "shim options"
+        );
         let mut labels = labels;
         labels.insert(crate::spec::MANAGED_LABEL.to_string(), "true".to_string());
         let mut container = Container {
@@ -276,10 +283,7 @@ impl Containerd {
             labels,
             runtime: Some(Runtime {
                 name: RUNTIME.to_string(),
-                options: Some(prost_types::Any {
-                    type_url: OPTIONS_TYPE_URL.to_string(),
-                    value: options.encode_to_vec(),
-                }),
+                options: Some(options::to_any(options)),
             }),
             spec: Some(prost_types::Any {
                 type_url: SPEC_TYPE_URL.to_string(),
@@ -313,7 +317,7 @@ impl Containerd {
                 tracing::info!(pid, "task created");
                 Ok(Created {
                     pid,
-                    journal_dir: journal_dir(journal_root, &self.namespace, id),
+                    journal_dir: journal_dir(Path::new(&options.dir), &self.namespace, id),
                 })
             }
             Err(e) => {
@@ -570,6 +574,23 @@ impl Containerd {
                 runtime: c.runtime.map(|r| r.name).unwrap_or_default(),
             })
             .collect())
+    }
+
+    /// The shim options container `id` was created with: `None` when they
+    /// are not holdfast's (or do not decode); NotFound without the
+    /// container.
+    pub async fn shim_options(&self, id: &str) -> Result<Option<ShimOptions>> {
+        let c = self
+            .containers()
+            .get(self.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| Error::from_status("containers.get", id, s))?
+            .into_inner()
+            .container
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        Ok(c.runtime
+            .and_then(|r| r.options)
+            .and_then(|any| options::from_any(&any)))
     }
 
     /// The runtime spec stored with container `id`.

@@ -59,12 +59,24 @@ impl Paths {
     /// Writes the config: the fixture's containerd, namespace and cgroup
     /// parent, debug logging, `live_restore`, plus `extra` top-level keys.
     pub fn write_config(&self, cd: &Fixture, live_restore: bool, extra: &str) -> Result<()> {
+        self.write_config_with_log(cd, live_restore, extra, "")
+    }
+
+    /// [`Paths::write_config`], plus `log` keys in the `[log]` table (after
+    /// its `dir`).
+    pub fn write_config_with_log(
+        &self,
+        cd: &Fixture,
+        live_restore: bool,
+        extra: &str,
+        log: &str,
+    ) -> Result<()> {
         std::fs::write(
             &self.config,
             format!(
                 "root = {root:?}\nsocket = {socket:?}\nlog_level = \"debug\"\ncgroup_parent = {parent:?}\n\
                  live_restore = {live_restore}\n{extra}\n\
-                 \n[containerd]\naddress = {address:?}\nnamespace = {ns:?}\n\n[log]\ndir = {logs:?}\n",
+                 \n[containerd]\naddress = {address:?}\nnamespace = {ns:?}\n\n[log]\ndir = {logs:?}\n{log}\n",
                 root = self.root,
                 socket = self.socket,
                 logs = self.logs,
