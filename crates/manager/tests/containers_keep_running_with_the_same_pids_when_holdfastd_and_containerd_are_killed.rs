@@ -2,8 +2,11 @@
 //! running, with the same pids, and keep logging through: `kill -9` of
 //! holdfastd; `kill -9` of containerd and holdfastd together, restarted
 //! containerd first; the same, restarted holdfastd first. After each
-//! restart holdfastd's health says SERVING once start-up is done and its
-//! list shows them running with the same pids. Needs root.
+//! restart holdfastd's health says SERVING once start-up is done, its list
+//! shows them running with the same pids, and its `Logs` of every container
+//! has every numbered line from 1 on, each once, in order, with no gap
+//! (those written while holdfastd and containerd were down included), and
+//! more than the time before. Needs root.
 
 mod common;
 
@@ -11,7 +14,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use common::{connect_ready, list_all, run, sh_spec, status, Daemon, Paths, LOGGING};
+use common::{
+    connect_ready, every_numbered_line, list_all, logs_stdout, run, sh_spec, status, Daemon, Paths,
+    LOGGING,
+};
 use holdfast_api::v1::containers_client::ContainersClient;
 use holdfast_api::v1::ContainerStatus;
 use holdfast_integration::{env_usize, procs, Containerd as Fixture};
@@ -20,11 +26,16 @@ use tonic::transport::Channel;
 /// name → (pid, journal folder)
 type Running = BTreeMap<String, (u32, std::path::PathBuf)>;
 
+/// name → how many numbered lines its logs had at the last check.
+type Seen = BTreeMap<String, u64>;
+
 /// Checks every container runs with its pid, alive on the host, listed as
-/// running by holdfastd, and that its journal grows.
+/// running by holdfastd, that its journal grows, and that holdfastd's logs
+/// of it have every line so far (more than at the last check).
 async fn check_same(
     client: &mut ContainersClient<Channel>,
     want: &Running,
+    seen: &mut Seen,
     after: &str,
 ) -> Result<()> {
     let before: BTreeMap<&String, usize> = want
@@ -57,6 +68,23 @@ async fn check_same(
             "{after}: {name}'s journal stopped at {now} lines"
         );
     }
+    for name in want.keys() {
+        let out = logs_stdout(client, name).await?;
+        let lines = every_numbered_line(&out, "line")
+            .with_context(|| format!("{after}: the logs of {name}"))?;
+        let last = seen.get(name).copied().unwrap_or(0);
+        ensure!(
+            lines > last,
+            "{after}: the logs of {name} have {lines} lines, {last} before"
+        );
+        seen.insert(name.clone(), lines);
+    }
+    let fewest = seen.values().min().copied().unwrap_or(0);
+    let most = seen.values().max().copied().unwrap_or(0);
+    eprintln!(
+        "{after}: the logs of {} containers have every line ({fewest} to {most} lines)",
+        seen.len()
+    );
     Ok(())
 }
 
@@ -72,7 +100,8 @@ async fn scenario(cd: &Fixture, paths: &Paths) -> Result<()> {
         let pid = c.state.as_ref().map_or(0, |s| s.pid);
         want.insert(name, (pid, c.log_dir.clone().into()));
     }
-    check_same(&mut client, &want, "started").await?;
+    let mut seen = Seen::new();
+    check_same(&mut client, &want, &mut seen, "started").await?;
 
     // kill -9 holdfastd alone.
     drop(client);
@@ -83,7 +112,7 @@ async fn scenario(cd: &Fixture, paths: &Paths) -> Result<()> {
     let mut daemon = Daemon::spawn(paths)?;
     let (mut client, took) = connect_ready(&paths.socket, &daemon).await?;
     eprintln!("holdfastd ready {took:?} after kill -9 with {n} containers");
-    check_same(&mut client, &want, "holdfastd kill -9").await?;
+    check_same(&mut client, &want, &mut seen, "holdfastd kill -9").await?;
     ensure!(
         daemon.log().contains("start-up phase 3 done"),
         "no phase log"
@@ -96,7 +125,13 @@ async fn scenario(cd: &Fixture, paths: &Paths) -> Result<()> {
     cd.restart()?;
     let mut daemon = Daemon::spawn(paths)?;
     let (mut client, _) = connect_ready(&paths.socket, &daemon).await?;
-    check_same(&mut client, &want, "both kill -9, containerd first").await?;
+    check_same(
+        &mut client,
+        &want,
+        &mut seen,
+        "both kill -9, containerd first",
+    )
+    .await?;
 
     // kill -9 of both; holdfastd first (it waits for containerd).
     drop(client);
@@ -106,7 +141,13 @@ async fn scenario(cd: &Fixture, paths: &Paths) -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     cd.restart()?;
     let (mut client, _) = connect_ready(&paths.socket, &daemon).await?;
-    check_same(&mut client, &want, "both kill -9, holdfastd first").await?;
+    check_same(
+        &mut client,
+        &want,
+        &mut seen,
+        "both kill -9, holdfastd first",
+    )
+    .await?;
 
     drop(client);
     daemon.terminate()?;

@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 use holdfast_api::v1::containers_client::ContainersClient;
 use holdfast_api::v1::{
     Container, ContainerSpec, ContainerState, ContainerStatus, CreateRequest, InspectRequest,
-    ListRequest, RestartPolicy, RestartPolicyKind, StartRequest,
+    ListRequest, LogStream, LogsRequest, RestartPolicy, RestartPolicyKind, StartRequest,
 };
 use holdfast_integration::Containerd as Fixture;
 use hyper_util::rt::TokioIo;
@@ -391,6 +391,52 @@ pub fn with_log<T>(result: Result<T>, paths: &Paths) -> Result<T> {
             std::fs::read_to_string(&paths.log).unwrap_or_default()
         )
     })
+}
+
+/// What holdfastd's `Logs` (not following) returns for container `name`:
+/// its stdout bytes. A gap in either stream is an error.
+pub async fn logs_stdout(client: &mut ContainersClient<Channel>, name: &str) -> Result<Vec<u8>> {
+    let mut stream = client
+        .logs(LogsRequest {
+            name: name.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .with_context(|| format!("logs {name}"))?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(msg) = stream
+        .message()
+        .await
+        .with_context(|| format!("logs {name}"))?
+    {
+        ensure!(!msg.gap, "logs of {name} report a gap");
+        if msg.stream == LogStream::Stdout as i32 {
+            out.extend_from_slice(&msg.data);
+        }
+    }
+    Ok(out)
+}
+
+/// Checks that `out` (a container's stdout, e.g. [`LOGGING`]'s) is
+/// `{prefix} 1` to `{prefix} k`, one a line, each exactly once, in order,
+/// with no gap (an unfinished last line is ignored); returns `k`.
+pub fn every_numbered_line(out: &[u8], prefix: &str) -> Result<u64> {
+    let text = String::from_utf8_lossy(out);
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..end],
+        None => return Ok(0),
+    };
+    let mut k = 0u64;
+    for line in complete.split('\n') {
+        let want = format!("{prefix} {}", k + 1);
+        ensure!(
+            line == want,
+            "after {k} good lines, got {line:?} where {want:?} belongs"
+        );
+        k += 1;
+    }
+    Ok(k)
 }
 
 /// The stdout lines in the journal folder `dir` so far.
