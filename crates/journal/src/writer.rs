@@ -303,11 +303,13 @@ impl StreamWriter {
     }
 
     /// Reserves room in the budget for the longest run of `self.ends`'
-    /// records that fits (all of them if it can): the number of records.
+    /// records from record `first` on that fits (all of them if it can):
+    /// the index after the last record reserved (`first` when none fits).
     /// A current segment every consumer has read is finished first if that
     /// makes room (it cannot be deleted while it is current).
-    fn reserve_records(&mut self) -> usize {
-        let need = self.buf.len() as u64;
+    fn reserve_records(&mut self, first: usize) -> usize {
+        let base = first.checked_sub(1).map_or(0, |i| self.ends[i].0) as u64;
+        let need = self.buf.len() as u64 - base;
         let mut granted = self.shared.reserve_up_to(&mut self.shared.lock(), need);
         if granted < need && self.current_read_by_all() {
             self.shared.lock().used -= granted;
@@ -317,69 +319,72 @@ impl StreamWriter {
         let fit = if granted == need {
             self.ends.len()
         } else {
-            self.ends.partition_point(|e| e.0 as u64 <= granted)
+            self.ends.partition_point(|e| e.0 as u64 <= base + granted)
         };
-        let used = fit.checked_sub(1).map_or(0, |i| self.ends[i].0) as u64;
+        let used = fit.checked_sub(1).map_or(0, |i| self.ends[i].0) as u64 - base;
         let mut st = self.shared.lock();
         st.used = st.used.saturating_sub(granted - used);
-        fit
+        fit.max(first)
     }
 
     /// Writes `self.buf` (records ending at `self.ends`): reserves it in the
-    /// budget (as much as fits), rotates, writes. Returns how many records
-    /// were written and why it stopped early.
+    /// budget (as much as fits), rotates, writes. When only part of it fits,
+    /// the part is written and the rest reserved again: the rotations while
+    /// writing retire read segments beyond `max_segments`, so one append
+    /// larger than the room left (a full pipe under a small budget) is not
+    /// cut short by segments it is itself about to make deletable. Returns
+    /// how many records were written and why it stopped early.
     fn write_buf(&mut self) -> (usize, Option<Failure>) {
-        let fit = self.reserve_records();
-        if fit == 0 {
-            return (0, Some(Failure::NoSpace(FullCause::Budget)));
-        }
-        let need = self.ends[fit - 1].0 as u64;
         let seg_bytes = self.shared.config.segment_bytes;
         let mut start = 0usize;
         let mut idx = 0usize;
         let mut failure = None;
-        while idx < fit {
-            // Rotate first when the rest does not fit in the current segment,
-            // so an append smaller than a segment is one write in one file.
-            let rest = need - start as u64;
-            let rotate = match &self.cur {
-                Some(c) => c.size > 0 && c.size + rest > seg_bytes,
-                None => false,
-            };
-            if rotate {
-                self.finish_segment();
+        while idx < self.ends.len() && failure.is_none() {
+            let fit = self.reserve_records(idx);
+            if fit == idx {
+                failure = Some(Failure::NoSpace(FullCause::Budget));
+                break;
             }
-            if self.cur.is_none() {
-                match self.open_next() {
-                    Ok(()) => {}
-                    Err(f) => {
+            let need = self.ends[fit - 1].0 as u64;
+            while idx < fit {
+                // Rotate first when the rest does not fit in the current
+                // segment, so an append smaller than a segment is one write
+                // in one file.
+                let rest = need - start as u64;
+                let rotate = match &self.cur {
+                    Some(c) => c.size > 0 && c.size + rest > seg_bytes,
+                    None => false,
+                };
+                if rotate {
+                    self.finish_segment();
+                }
+                if self.cur.is_none() {
+                    if let Err(f) = self.open_next() {
                         failure = Some(f);
                         break;
                     }
                 }
+                let size = self.cur.as_ref().map_or(0, |c| c.size);
+                // The records that fit in this segment (at least one).
+                let mut end_idx = idx + 1;
+                while end_idx < fit && size + (self.ends[end_idx].0 - start) as u64 <= seg_bytes {
+                    end_idx += 1;
+                }
+                let end = self.ends[end_idx - 1].0;
+                if let Err(f) = self.write_batch(start, end) {
+                    failure = Some(f);
+                    break;
+                }
+                start = end;
+                idx = end_idx;
             }
-            let size = self.cur.as_ref().map_or(0, |c| c.size);
-            // The records that fit in this segment (at least one).
-            let mut end_idx = idx + 1;
-            while end_idx < fit && size + (self.ends[end_idx].0 - start) as u64 <= seg_bytes {
-                end_idx += 1;
+            if failure.is_some() {
+                // Give back what was reserved and not written.
+                let mut st = self.shared.lock();
+                st.used = st.used.saturating_sub(need - start as u64);
             }
-            let end = self.ends[end_idx - 1].0;
-            if let Err(f) = self.write_batch(start, end) {
-                failure = Some(f);
-                break;
-            }
-            start = end;
-            idx = end_idx;
         }
         let mut st = self.shared.lock();
-        if failure.is_some() {
-            // Give back what was reserved and not written.
-            st.used = st.used.saturating_sub(need - start as u64);
-        } else if fit < self.ends.len() {
-            // The budget took only the first `fit` records.
-            failure = Some(Failure::NoSpace(FullCause::Budget));
-        }
         if start > 0 {
             st.stream(&self.key)
                 .data_tx

@@ -225,3 +225,39 @@ fn retention_keeps_max_segments_read_segments_per_stream() {
     let _c2 = j.consumer("init", Stream::Stderr).unwrap();
     assert_eq!(segments(tmp.path(), "init", Stream::Stdout).len(), 3);
 }
+
+#[test]
+fn one_append_larger_than_the_budget_is_kept_when_its_own_rotations_make_room() {
+    // No consumer: finished segments beyond `max_segments` go at rotation.
+    // One append of five budgets (a full pipe read under a small budget)
+    // is written whole, not cut at the room that was left before it.
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(config(tmp.path(), BUDGET, SEG, 1, FullPolicy::Drop)).unwrap();
+    let mut w = j.writer("init", Stream::Stdout).unwrap();
+    let mut chunk = Vec::new();
+    let mut i = 0;
+    while (chunk.len() as u64) < 5 * BUDGET {
+        chunk.extend(line(i));
+        i += 1;
+    }
+    match w.append(&chunk, now()).unwrap() {
+        Appended::Written { .. } => {}
+        other => panic!("a chunk its rotations make room for: {other:?}"),
+    }
+    assert_eq!(w.dropped_bytes(), 0);
+    assert!(j.used_bytes() <= BUDGET);
+    let tail = reconstruct(&read_all(tmp.path(), "init", Stream::Stdout));
+    assert!(!tail.is_empty() && chunk.ends_with(&tail));
+    // A consumer that has not read them holds segments back: the same
+    // append is then cut at the budget and the rest counted as dropped.
+    let _c = j.consumer("init", Stream::Stdout).unwrap();
+    match w.append(&chunk, now()).unwrap() {
+        Appended::Dropped {
+            accepted, dropped, ..
+        } => {
+            assert!(accepted > 0 && accepted < chunk.len());
+            assert_eq!(accepted as u64 + dropped, chunk.len() as u64);
+        }
+        other => panic!("unread segments must hold the budget: {other:?}"),
+    }
+}
