@@ -32,7 +32,7 @@ lint: ## fmt check, clippy -D warnings, rustdoc without warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
-bench: setup build ## measure against the Go containerd-shim-runc-v2, write BENCHMARKS.md
+bench: setup build ## measure the shim against the Go containerd-shim-runc-v2 and holdfastd against dockerd --live-restore, write BENCHMARKS.md
 	@bash scripts/bench.sh
 
 demo: setup build ## private containerd + holdfastd, a logging container survives kill -9 of both

@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # holdfast bench: our shim (io.rust.shim.v2) against containerd's Go shim
-# (io.containerd.runc.v2) on containerd 1.6 and 1.7, in one run; writes
-# BENCHMARKS.md.
+# (io.containerd.runc.v2), and holdfastd against dockerd --live-restore
+# (Debian's docker.io, installed if missing), on containerd 1.6 and 1.7, in
+# one run; writes BENCHMARKS.md.
 #
 #   make bench                 # setup + build + this script
 #   bash scripts/bench.sh      # the same, without setup and build
 #
 # Knobs (env; defaults, then the quick mode's): HOLDFAST_BENCH_QUICK=1 (a
 # short run, a few minutes), HOLDFAST_BENCH_SECTIONS ("idle throughput
-# outage"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"), HOLDFAST_BENCH_IDLE (20 / 5
-# containers), HOLDFAST_BENCH_REPEAT (3 / 1 rounds of those),
-# HOLDFAST_BENCH_SINGLE_ROUNDS (3 / 1), HOLDFAST_BENCH_SETTLE (1 s before
-# reading memory), HOLDFAST_BENCH_TP_MIB (128 / 64 MiB written per throughput
-# run), HOLDFAST_BENCH_TP_RUNS (3 / 1 runs per sink and shim),
+# outage manager"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"),
+# HOLDFAST_BENCH_IDLE (20 / 5 containers), HOLDFAST_BENCH_REPEAT (3 / 1
+# rounds of those), HOLDFAST_BENCH_SINGLE_ROUNDS (3 / 1),
+# HOLDFAST_BENCH_SETTLE (1 s before reading memory), HOLDFAST_BENCH_TP_MIB
+# (128 / 64 MiB written per throughput run), HOLDFAST_BENCH_TP_RUNS (3 / 1
+# runs per sink and shim),
 # HOLDFAST_BENCH_TP_TIMEOUT (120 s), HOLDFAST_BENCH_OUTAGE_SECS (60 / 10 s
 # of containerd outage), HOLDFAST_BENCH_OUTAGE_WARMUP (3 / 2 s),
 # HOLDFAST_BENCH_OUTAGE_AFTER (5 / 3 s), HOLDFAST_BENCH_OUTAGE_BATCH (100
 # lines per progress record), HOLDFAST_BENCH_OUTAGE_STALL (0.25 s: longer
-# gaps count as blocked), HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
+# gaps count as blocked), HOLDFAST_BENCH_MANAGER_N (200 / 20 containers
+# per daemon; a list such as "200 1000" measures each size, smallest first,
+# skipping one the machine's memory or pid_max cannot hold),
+# HOLDFAST_BENCH_MANAGER_ROUNDS (3 / 2 kill -9 and restart rounds per
+# daemon), HOLDFAST_BENCH_MANAGER_CALLS (20 / 5 calls per latency figure),
+# HOLDFAST_BENCH_MANAGER_EVERY (1 s between a container's lines),
+# HOLDFAST_BENCH_MANAGER_TIMEOUT (300 s for a daemon to be ready),
+# HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
 #
 # Sections: each is a pair of functions, section_<name> VERSION (measures,
 # filling R[...]) and render_<name> VERSION (prints its markdown). Add one by
@@ -33,7 +42,7 @@ QUICK="${HOLDFAST_BENCH_QUICK:-0}"
 [[ "$QUICK" == 1 ]] || QUICK=0
 # q FULL QUICK: the default of a knob in a full or a quick run.
 q() { if ((QUICK)); then echo "$2"; else echo "$1"; fi; }
-read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage}"
+read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage manager}"
 read -r -a VERSIONS <<<"${HOLDFAST_BENCH_VERSIONS:-1.6 1.7}"
 IDLE_N="${HOLDFAST_BENCH_IDLE:-$(q 20 5)}"
 SINGLE_ROUNDS="${HOLDFAST_BENCH_SINGLE_ROUNDS:-$(q 3 1)}"
@@ -52,6 +61,14 @@ OUT_WARMUP="${HOLDFAST_BENCH_OUTAGE_WARMUP:-$(q 3 2)}"
 OUT_AFTER="${HOLDFAST_BENCH_OUTAGE_AFTER:-$(q 5 3)}"
 OUT_BATCH="${HOLDFAST_BENCH_OUTAGE_BATCH:-100}"
 OUT_STALL="${HOLDFAST_BENCH_OUTAGE_STALL:-0.25}"
+# Manager: containers per daemon (a list of sizes), restart rounds, calls
+# per latency figure, seconds between a container's lines, and how long a
+# daemon may take to be ready.
+read -r -a MGR_SIZES <<<"${HOLDFAST_BENCH_MANAGER_N:-$(q 200 20)}"
+MGR_ROUNDS="${HOLDFAST_BENCH_MANAGER_ROUNDS:-$(q 3 2)}"
+MGR_CALLS="${HOLDFAST_BENCH_MANAGER_CALLS:-$(q 20 5)}"
+MGR_EVERY="${HOLDFAST_BENCH_MANAGER_EVERY:-1}"
+MGR_TIMEOUT="${HOLDFAST_BENCH_MANAGER_TIMEOUT:-300}"
 CLK_TCK="$(getconf CLK_TCK)"
 OUT="${HOLDFAST_BENCH_OUT:-$HF_REPO/BENCHMARKS.md}"
 
@@ -873,6 +890,633 @@ render_outage() {
     goal_zero "zero lines lost" "$V" out_lost
 }
 
+# ---------------------------------------------------------------- section: manager
+
+# holdfastd (our manager) against dockerd --live-restore (Debian's docker.io)
+# as the peer, both on the bench's containerd for the version: the same
+# count of logging containers under each, then MGR_ROUNDS rounds of
+# `kill -9` and restart of each daemon (alternately), then `ps` and
+# `logs --tail 100` latency. Results go to R["<version>|<daemon>|m<N>_<metric>"]
+# with <daemon> holdfastd or dockerd.
+MGR_OURS=holdfastd
+MGR_PEER=dockerd
+MGR_DAEMONS=("$MGR_OURS" "$MGR_PEER")
+DOCKERD=/usr/sbin/dockerd
+# /usr/local/bin/docker (another Docker) may come first on PATH.
+DOCKER=/usr/bin/docker
+MGR_IMAGE=holdfast-bench/busybox:latest
+# The logger: a burst of MGR_BURST numbered lines (so `logs --tail 100` has
+# them at once), then one line per MGR_EVERY seconds.
+MGR_BURST=500
+# shellcheck disable=SC2016 # expanded by the container's shell
+MGR_SCRIPT='i=0
+while [ $i -lt $2 ]; do i=$((i + 1)); echo "line $i the quick brown fox jumps over the lazy dog"; done
+while :; do sleep $1; i=$((i + 1)); echo "line $i the quick brown fox jumps over the lazy dog"; done'
+# What one more container of each daemon may take (a shim each, the
+# container's shell and sleep, the daemons' and containerd's share): about
+# 5 MiB and 18 threads were seen here (60 of each); checked with a margin
+# against MemAvailable and 85 % of pid_max before each size.
+MGR_KIB_PER_PAIR=$((12 * 1024))
+MGR_TASKS_PER_PAIR=24
+# Set once per run by mgr_prepare: the peer's version, or why it cannot run;
+# sizes skipped (and why); whether /run/docker existed before the bench.
+MGR_PEER_VERSION=""
+MGR_PEER_MISSING=""
+declare -A MGR_SKIP=()
+MGR_RUN_DOCKER_EXISTED=1
+MGR_PREPARED=0
+# How long one CLI call may take (removing every container takes longer).
+MGR_CLI_TIMEOUT=120
+
+mgr_dir() { printf '%s/mgr\n' "$(dir_of "$1")"; }
+# dockerd's --exec-root holds sockets with 64-character names: a short path.
+mgr_exec_root() { printf '/run/holdfast-bench-%s-%s\n' "$RUN_ID" "${1//./}"; }
+mgr_ns_hd() { printf '%s-hd\n' "$(ns_of "$1")"; }
+mgr_ns_dk() { printf '%s-moby\n' "$(ns_of "$1")"; }
+mgr_ns_dkp() { printf '%s-mobyp\n' "$(ns_of "$1")"; }
+mgr_namespaces() { printf '%s\n' "$(mgr_ns_hd "$1")" "$(mgr_ns_dk "$1")" "$(mgr_ns_dkp "$1")"; }
+mgr_name() { printf 'm-%s\n' "$1"; }
+
+# hd VERSION ARGS...: our CLI against the bench's holdfastd for VERSION.
+hd() {
+    local m
+    m="$(mgr_dir "$1")"
+    shift
+    timeout "$MGR_CLI_TIMEOUT" "$BENCH_DIR/ours/holdfast" --host "unix://$m/hd/holdfastd.sock" "$@"
+}
+
+# dk VERSION ARGS...: Debian's docker CLI against the bench's dockerd.
+dk() {
+    local m
+    m="$(mgr_dir "$1")"
+    shift
+    DOCKER_CONFIG="$m/dk/cli" timeout "$MGR_CLI_TIMEOUT" "$DOCKER" -H "unix://$m/dk/docker.sock" "$@"
+}
+
+# mgr_pid VERSION DAEMON: the pid of the bench's holdfastd or dockerd for
+# VERSION, if it runs (its pid file may name a reused pid: check its args).
+mgr_pid() {
+    local m pid
+    m="$(mgr_dir "$1")"
+    if [[ "$2" == "$MGR_OURS" ]]; then pid="$(cat "$m/hd/holdfastd.pid" 2>/dev/null)" || return 0
+    else pid="$(cat "$m/dk/docker.pid" 2>/dev/null)" || return 0; fi
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    case "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
+        *"$m/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
+    esac
+    return 0
+}
+
+# mgr_kill VERSION DAEMON SIGNAL: signal the daemon and wait until it is
+# gone (SIGKILL after HF_STOP_TIMEOUT s); its pid file goes with it.
+mgr_kill() {
+    local pid m
+    m="$(mgr_dir "$1")"
+    pid="$(mgr_pid "$1" "$2")"
+    if [[ -n "$pid" ]]; then
+        kill "-$3" "$pid" 2>/dev/null || true
+        if ! hf_wait_gone "$pid" 30; then
+            kill -9 "$pid" 2>/dev/null || true
+            hf_wait_gone "$pid" || hf_log "warning: $2 pid $pid survived kill -9"
+        fi
+    fi
+    if [[ "$2" == "$MGR_OURS" ]]; then rm -f "$m/hd/holdfastd.pid"; else rm -f "$m/dk/docker.pid"; fi
+}
+
+# mgr_fits N HAVE: why N containers per daemon (HAVE already running) do not
+# fit this machine's MemAvailable and pid_max now, or nothing.
+mgr_fits() {
+    local more=$(($1 - $2)) avail tasks max
+    ((more > 0)) || return 0
+    avail="$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)"
+    # Threads on the machine: the 4th field of /proc/loadavg, "running/all".
+    tasks="$(awk '{ split($4, t, "/"); print t[2] }' /proc/loadavg)"
+    max="$(cat /proc/sys/kernel/pid_max)"
+    if ((avail < more * MGR_KIB_PER_PAIR + 1048576)); then
+        printf 'needs about %s MiB more memory (%s more containers per daemon, %s MiB each pair, plus 1 GiB), MemAvailable is %s MiB\n' \
+            "$((more * MGR_KIB_PER_PAIR / 1024 + 1024))" "$more" "$((MGR_KIB_PER_PAIR / 1024))" "$((avail / 1024))"
+    elif ((tasks + more * MGR_TASKS_PER_PAIR > max * 85 / 100)); then
+        printf 'needs about %s more tasks (threads), %s run now, pid_max is %s\n' \
+            "$((more * MGR_TASKS_PER_PAIR))" "$tasks" "$max"
+    fi
+}
+
+# mgr_image_tar OUT: a docker-archive of the busybox rootfs (one layer),
+# made by hand: no registry is needed.
+mgr_image_tar() {
+    local out="$1" tmp diff cfg
+    tmp="$BENCH_DIR/image"
+    mkdir -p "$tmp/layer"
+    tar -C "$HF_ROOTFS" -cf "$tmp/layer/layer.tar" .
+    diff="sha256:$(sha256sum "$tmp/layer/layer.tar" | cut -d' ' -f1)"
+    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["%s"]}}' \
+        "$diff" >"$tmp/config.json"
+    cfg="$(sha256sum "$tmp/config.json" | cut -d' ' -f1)"
+    mv "$tmp/config.json" "$tmp/$cfg.json"
+    printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["layer/layer.tar"]}]' "$cfg" "$MGR_IMAGE" >"$tmp/manifest.json"
+    tar -C "$tmp" -cf "$out" manifest.json "$cfg.json" layer
+    rm -rf "$tmp"
+}
+
+# mgr_need_docker: install Debian's docker.io if dockerd or its CLI is
+# missing (its service is not started here: a policy-rc.d refuses it while
+# apt runs, unless the machine has one already). Prints why not, if not.
+mgr_need_docker() {
+    local made=0
+    [[ -x "$DOCKERD" && -x "$DOCKER" ]] && return 0
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "docker.io is not installed (run the bench as root to install it)"
+        return 0
+    fi
+    hf_log "bench: installing Debian's docker.io (the manager section's peer)"
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\n# holdfast bench: do not start services while docker.io installs\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made=1
+    fi
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io >"$BENCH_DIR/apt.log" 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -q >>"$BENCH_DIR/apt.log" 2>&1 || true
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io >>"$BENCH_DIR/apt.log" 2>&1 || true
+    fi
+    ((!made)) || rm -f /usr/sbin/policy-rc.d
+    [[ -x "$DOCKERD" && -x "$DOCKER" ]] || echo "cannot install docker.io: $(last_line "$BENCH_DIR/apt.log")"
+}
+
+# mgr_prepare: once per run: copies of holdfastd and holdfast, the peer
+# installed and its image archive.
+mgr_prepare() {
+    local b
+    ((!MGR_PREPARED)) || return 0
+    MGR_PREPARED=1
+    mkdir -p "$BENCH_DIR/ours"
+    for b in holdfastd holdfast; do
+        [[ ! -x "$HOLDFAST_BIN_DIR/$b" ]] || cp "$HOLDFAST_BIN_DIR/$b" "$BENCH_DIR/ours/$b"
+    done
+    [[ -d /run/docker ]] || MGR_RUN_DOCKER_EXISTED=0
+    MGR_PEER_MISSING="$(mgr_need_docker)"
+    if [[ -z "$MGR_PEER_MISSING" ]]; then
+        MGR_PEER_VERSION="$("$DOCKERD" --version 2>/dev/null | awk '{ sub(/,$/, "", $3); print $3 }')"
+        mgr_image_tar "$BENCH_DIR/busybox-image.tar"
+    fi
+}
+
+mgr_hd_config() {
+    local version="$1" m
+    m="$(mgr_dir "$version")"
+    mkdir -p "$m/hd"
+    cat >"$m/hd/holdfastd.toml" <<EOF
+# Written by holdfast scripts/bench.sh: a private holdfastd on the bench's
+# containerd $version.
+root = "$m/hd/root"
+socket = "$m/hd/holdfastd.sock"
+log_level = "info"
+live_restore = true
+cgroup_parent = "$HF_CGROUP_PARENT/hd${version//./}"
+
+[containerd]
+address = "$(dir_of "$version")/containerd.sock"
+namespace = "$(mgr_ns_hd "$version")"
+
+[log]
+dir = "$m/hd/logs"
+EOF
+}
+
+mgr_dk_config() {
+    local version="$1" m
+    m="$(mgr_dir "$version")"
+    mkdir -p "$m/dk/cli"
+    # Its own trust key path: dockerd would write /etc/docker/key.json.
+    printf '{ "deprecated-key-path": "%s/dk/key.json" }\n' "$m" >"$m/dk/daemon.json"
+}
+
+# mgr_launch VERSION DAEMON LOG: start the daemon in the background with its
+# log in LOG; MGR_T0 is the time just before.
+mgr_launch() {
+    local version="$1" m pid
+    m="$(mgr_dir "$version")"
+    MGR_T0="$EPOCHREALTIME"
+    if [[ "$2" == "$MGR_OURS" ]]; then
+        NO_COLOR=1 setsid "$BENCH_DIR/ours/holdfastd" --config "$m/hd/holdfastd.toml" >"$3" 2>&1 </dev/null &
+        pid=$!
+        printf '%s\n' "$pid" >"$m/hd/holdfastd.pid"
+    else
+        # dockerd writes its own pid file; the containers' cgroups go under
+        # the run's cgroup parent.
+        setsid "$DOCKERD" --config-file "$m/dk/daemon.json" --data-root "$m/dk/data" \
+            --exec-root "$(mgr_exec_root "$version")" -H "unix://$m/dk/docker.sock" \
+            --pidfile "$m/dk/docker.pid" --containerd "$(dir_of "$version")/containerd.sock" \
+            --containerd-namespace "$(mgr_ns_dk "$version")" \
+            --containerd-plugins-namespace "$(mgr_ns_dkp "$version")" \
+            --live-restore --iptables=false --ip-masq=false --bridge=none \
+            --cgroup-parent "$HF_CGROUP_PARENT/dk${version//./}" >"$3" 2>&1 </dev/null &
+        pid=$!
+    fi
+    disown "$pid"
+    MGR_LAUNCHED="$pid"
+}
+
+# The log line each daemon writes when it is ready (holdfastd: health
+# SERVING follows at once; dockerd: the API serves right after).
+mgr_ready_line() { if [[ "$1" == "$MGR_OURS" ]]; then echo 'start-up done; serving'; else echo 'API listen on '; fi; }
+
+# mgr_start VERSION DAEMON LOG: launch the daemon and wait until its log says
+# it is ready; false (with the reason on stderr) if it exits or times out.
+mgr_start() {
+    local version="$1" daemon="$2" log="$3" line deadline
+    line="$(mgr_ready_line "$daemon")"
+    mgr_launch "$version" "$daemon" "$log"
+    deadline=$((SECONDS + MGR_TIMEOUT))
+    until grep -q -- "$line" "$log" 2>/dev/null; do
+        if ! hf_pid_alive "$MGR_LAUNCHED"; then
+            echo "$daemon exited during start-up: $(grep -v '\[core\]' "$log" | last_line /dev/stdin)" >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "$daemon was not ready within ${MGR_TIMEOUT} s: $(grep -v '\[core\]' "$log" | last_line /dev/stdin)" >&2
+            return 1
+        fi
+        sleep 0.02
+    done
+}
+
+# mgr_stamps LOG PATTERN...: the time (epoch seconds) of the first line of
+# LOG matching each PATTERN, one a line ("-" when missing). holdfastd's
+# lines begin with an RFC 3339 time; dockerd's carry time="...".
+mgr_stamps() {
+    local log="$1" p t
+    shift
+    for p in "$@"; do
+        t="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -m 1 -F -- "$p" |
+            sed -n 's/^time="\([^"]*\)".*/\1/p; t; s/^\([0-9-]*T[0-9:.]*Z\) .*/\1/p')"
+        if [[ -n "$t" ]]; then date -d "$t" +%s.%N; else echo -; fi
+    done
+}
+
+# mgr_phases VERSION DAEMON LOG: one line of milliseconds from MGR_T0 and
+# the log's time stamps. holdfastd: "total before p1 p2 p3 after reads";
+# dockerd: "total before loading - - - after reads" (reads: when the API
+# first answered reads).
+mgr_phases() {
+    local s
+    if [[ "$2" == "$MGR_OURS" ]]; then
+        s="$(mgr_stamps "$3" 'serving reads; starting up' 'start-up phase 1 done' \
+            'start-up phase 2 done' 'start-up phase 3 done' 'start-up done; serving' | tr '\n' ' ')"
+        # shellcheck disable=SC2086 # five fields
+        awk -v t0="$MGR_T0" -v s="$s" 'BEGIN { split(s, v, " ")
+            for (i = 1; i <= 5; i++) if (v[i] == "-") exit 1
+            printf "%.1f %.1f %.1f %.1f %.1f %.1f %.1f\n", (v[5] - t0) * 1000, (v[1] - t0) * 1000,
+                (v[2] - v[1]) * 1000, (v[3] - v[2]) * 1000, (v[4] - v[3]) * 1000, (v[5] - v[4]) * 1000,
+                (v[1] - t0) * 1000 }'
+    else
+        s="$(mgr_stamps "$3" 'Loading containers: start.' 'Loading containers: done.' 'API listen on ' | tr '\n' ' ')"
+        awk -v t0="$MGR_T0" -v s="$s" 'BEGIN { split(s, v, " ")
+            for (i = 1; i <= 3; i++) if (v[i] == "-") exit 1
+            printf "%.1f %.1f %.1f - - %.1f %.1f\n", (v[3] - t0) * 1000, (v[1] - t0) * 1000,
+                (v[2] - v[1]) * 1000, (v[3] - v[2]) * 1000, (v[3] - t0) * 1000 }'
+    fi
+}
+
+# mgr_running VERSION DAEMON: "name pid" of each running container, sorted.
+mgr_running() {
+    if [[ "$2" == "$MGR_OURS" ]]; then
+        hd "$1" ps --json | jq -r '.[] | select(.state.status == "running") | "\(.name) \(.state.pid)"' | sort
+    else
+        local ids
+        ids="$(dk "$1" ps -q)" || return 1
+        [[ -z "$ids" ]] && return 0
+        # shellcheck disable=SC2086 # one id a word
+        dk "$1" inspect -f '{{.Name}} {{.State.Pid}}' $ids | sed 's|^/||' | sort
+    fi
+}
+
+# mgr_ms COMMAND...: run COMMAND (output to MGR_OUT); print its wall time in ms.
+mgr_ms() {
+    local t0 t1
+    t0="$EPOCHREALTIME"
+    "$@" >"$MGR_OUT" 2>&1 || return 1
+    t1="$EPOCHREALTIME"
+    awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'
+}
+
+# mgr_error VERSION DAEMON N MESSAGE: remember the first failure of a daemon
+# at size N.
+mgr_error() {
+    [[ -n "${SERR[$1|$2|manager $3]:-}" ]] || SERR[$1|$2|manager $3]="$4"
+    hf_log "bench: manager, $2 with $3 containers on containerd $1: $4"
+}
+
+# mgr_create VERSION FROM TO TMP: containers FROM..TO under each daemon,
+# alternately; the wall time of each `run -d` into TMP/run-<daemon>.
+mgr_create() {
+    local version="$1" i name ms
+    for ((i = $2; i <= $3; i++)); do
+        name="$(mgr_name "$i")"
+        if [[ -z "${MGR_DOWN[$MGR_OURS]:-}" ]]; then
+            if ms="$(mgr_ms hd "$version" run -d --name "$name" --rootfs "$BENCH_DIR/rootfs" -- \
+                /bin/sh -c "$MGR_SCRIPT" sh "$MGR_EVERY" "$MGR_BURST")"; then
+                echo "$ms" >>"$4/run-$MGR_OURS"
+            else
+                MGR_DOWN[$MGR_OURS]="holdfast run -d $name: $(last_line "$MGR_OUT")"
+            fi
+        fi
+        if [[ -z "${MGR_DOWN[$MGR_PEER]:-}" ]]; then
+            if ms="$(mgr_ms dk "$version" run -d --name "$name" --network none "$MGR_IMAGE" \
+                /bin/sh -c "$MGR_SCRIPT" sh "$MGR_EVERY" "$MGR_BURST")"; then
+                echo "$ms" >>"$4/run-$MGR_PEER"
+            else
+                MGR_DOWN[$MGR_PEER]="docker run -d $name: $(last_line "$MGR_OUT")"
+            fi
+        fi
+    done
+}
+
+# mgr_restart VERSION DAEMON N TMP ROUND: kill -9 the daemon (its containers
+# run on), start it again, note its phases into TMP/phases-<daemon>, and
+# check that the N containers run with the same pids as before.
+mgr_restart() {
+    local version="$1" daemon="$2" n="$3" tmp="$4" r="$5" before after log phases
+    log="$tmp/$daemon-$n-$r.log"
+    before="$(mgr_running "$version" "$daemon")" || before=""
+    if [[ "$(grep -c . <<<"$before")" != "$n" ]]; then
+        MGR_DOWN[$daemon]="$(grep -c . <<<"$before") of $n containers running before the kill -9"
+        return
+    fi
+    mgr_kill "$version" "$daemon" 9
+    if ! mgr_start "$version" "$daemon" "$log" 2>"$tmp/err"; then
+        MGR_DOWN[$daemon]="$(cat "$tmp/err")"
+        return
+    fi
+    if phases="$(mgr_phases "$version" "$daemon" "$log")"; then
+        echo "$phases" >>"$tmp/phases-$daemon"
+    else
+        MGR_DOWN[$daemon]="start-up lines missing from $log"
+        return
+    fi
+    after="$(mgr_running "$version" "$daemon")" || after=""
+    if [[ "$after" != "$before" ]]; then
+        MGR_DOWN[$daemon]="after the restart, $(comm -12 <(echo "$before") <(echo "$after") | grep -c .) of $n containers run with the pid they had"
+    fi
+}
+
+# mgr_latency VERSION N TMP: MGR_CALLS calls of `ps` and of `logs --tail 100`
+# (over different containers) per daemon, alternately.
+mgr_latency() {
+    local version="$1" n="$2" tmp="$3" k name ms d
+    local -A cli=([$MGR_OURS]=hd [$MGR_PEER]=dk)
+    for ((k = 0; k < MGR_CALLS; k++)); do
+        name="$(mgr_name $((k * 7919 % n + 1)))"
+        for d in "${MGR_DAEMONS[@]}"; do
+            [[ -z "${MGR_DOWN[$d]:-}" ]] || continue
+            if ms="$(mgr_ms "${cli[$d]}" "$version" ps)"; then
+                echo "$ms" >>"$tmp/ps-$d"
+            else
+                MGR_DOWN[$d]="ps: $(last_line "$MGR_OUT")"
+                continue
+            fi
+            if ms="$(mgr_ms "${cli[$d]}" "$version" logs --tail 100 "$name")"; then
+                echo "$ms" >>"$tmp/logs-$d"
+                if [[ "$(grep -c '^line [0-9]* the quick' "$MGR_OUT")" != 100 ]]; then
+                    MGR_DOWN[$d]="logs --tail 100 $name printed $(wc -l <"$MGR_OUT") lines, $(grep -c '^line [0-9]* the quick' "$MGR_OUT") of them the container's"
+                fi
+            else
+                MGR_DOWN[$d]="logs --tail 100 $name: $(last_line "$MGR_OUT")"
+            fi
+        done
+    done
+}
+
+# mgr_record VERSION N TMP: medians into R[...|m<N>_...].
+mgr_record() {
+    local version="$1" n="$2" tmp="$3" d c f pid stats
+    for d in "${MGR_DAEMONS[@]}"; do
+        f="$tmp/phases-$d"
+        if [[ -s "$f" ]]; then
+            for c in 1:ready 2:before 6:after 7:reads; do
+                R[$version|$d|m${n}_${c#*:}]="$(awk -v c="${c%%:*}" '{ print $c }' "$f" | median)"
+            done
+            if [[ "$d" == "$MGR_OURS" ]]; then
+                for c in 3:p1 4:p2 5:p3; do
+                    R[$version|$d|m${n}_${c#*:}]="$(awk -v c="${c%%:*}" '{ print $c }' "$f" | median)"
+                done
+                # Its three phases together, as dockerd's one.
+                R[$version|$d|m${n}_loading]="$(awk '{ print $3 + $4 + $5 }' "$f" | median)"
+            else
+                R[$version|$d|m${n}_loading]="$(awk '{ print $3 }' "$f" | median)"
+            fi
+            R[$version|$d|m${n}_rounds]="$(wc -l <"$f")"
+        fi
+        for c in ps logs run; do
+            f="$tmp/$c-$d"
+            [[ -s "$f" ]] || continue
+            R[$version|$d|m${n}_${c}_median]="$(median <"$f")"
+            R[$version|$d|m${n}_${c}_p90]="$(p90 <"$f")"
+            R[$version|$d|m${n}_${c}_n]="$(wc -l <"$f")"
+        done
+        pid="$(mgr_pid "$version" "$d")"
+        if [[ -n "$pid" ]] && stats="$(shim_stats "$pid")"; then
+            R[$version|$d|m${n}_rss]="$(awk '{ print $1 }' <<<"$stats")"
+            R[$version|$d|m${n}_priv]="$(awk '{ print $3 }' <<<"$stats")"
+            R[$version|$d|m${n}_threads]="$(awk '{ print $4 }' <<<"$stats")"
+        fi
+        [[ -z "${MGR_DOWN[$d]:-}" ]] || mgr_error "$version" "$d" "$n" "${MGR_DOWN[$d]}"
+    done
+}
+
+# mgr_teardown VERSION HAVE: remove the containers through their daemons,
+# stop the daemons (live restore leaves anything left running: lib.sh's
+# cleanup of the namespaces kills it), unmount what dockerd mounted.
+mgr_teardown() {
+    local version="$1" have="$2" m names=() i MGR_CLI_TIMEOUT=900
+    m="$(mgr_dir "$version")"
+    for ((i = 1; i <= have; i++)); do names+=("$(mgr_name "$i")"); done
+    if ((have)); then
+        [[ -z "$(mgr_pid "$version" "$MGR_OURS")" ]] || hd "$version" rm -f "${names[@]}" >/dev/null 2>&1 || true
+        [[ -z "$(mgr_pid "$version" "$MGR_PEER")" ]] || dk "$version" rm -f "${names[@]}" >/dev/null 2>&1 || true
+    fi
+    mgr_cleanup "$version"
+}
+
+# mgr_cleanup VERSION: the daemons and what dockerd leaves outside the bench
+# folder (its exec root, /run/docker); safe to call more than once.
+mgr_cleanup() {
+    local version="$1" d mnt root
+    root="$(mgr_exec_root "$version")"
+    for d in "${MGR_DAEMONS[@]}"; do mgr_kill "$version" "$d" TERM; done
+    while IFS= read -r mnt; do
+        umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || true
+    done < <(awk -v d="$root/" -v m="$(mgr_dir "$version")/" \
+        'index($2, d) == 1 || index($2, m) == 1 { print $2 }' /proc/self/mounts | sort -r)
+    rm -rf "$root"
+    if ((!MGR_RUN_DOCKER_EXISTED)); then
+        rmdir /run/docker/plugins /run/docker 2>/dev/null || true
+    fi
+}
+
+section_manager() {
+    local version="$1" tmp m n have=0 why r d
+    declare -gA MGR_DOWN=()
+    MGR_OUT="$(dir_of "$version")/mgr-out"
+    tmp="$(dir_of "$version")/mgr-tmp"
+    m="$(mgr_dir "$version")"
+    mkdir -p "$tmp" "$m"
+    mgr_prepare
+    if [[ ! -x "$BENCH_DIR/ours/holdfastd" || ! -x "$BENCH_DIR/ours/holdfast" ]]; then
+        MGR_DOWN[$MGR_OURS]="holdfastd or holdfast not built in $HOLDFAST_BIN_DIR (make build)"
+    else
+        mgr_hd_config "$version"
+        mgr_start "$version" "$MGR_OURS" "$tmp/$MGR_OURS-start.log" 2>"$tmp/err" || MGR_DOWN[$MGR_OURS]="$(cat "$tmp/err")"
+    fi
+    if [[ -n "$MGR_PEER_MISSING" ]]; then
+        MGR_DOWN[$MGR_PEER]="$MGR_PEER_MISSING"
+    else
+        mgr_dk_config "$version"
+        if ! mgr_start "$version" "$MGR_PEER" "$tmp/$MGR_PEER-start.log" 2>"$tmp/err"; then
+            MGR_DOWN[$MGR_PEER]="$(cat "$tmp/err")"
+        elif ! dk "$version" load -i "$BENCH_DIR/busybox-image.tar" >"$MGR_OUT" 2>&1; then
+            MGR_DOWN[$MGR_PEER]="docker load: $(last_line "$MGR_OUT")"
+        fi
+    fi
+    for n in $(printf '%s\n' "${MGR_SIZES[@]}" | sort -n -u); do
+        if why="$(mgr_fits "$n" "$have")" && [[ -n "$why" ]]; then
+            MGR_SKIP[$version|$n]="$why"
+            hf_log "bench: containerd $version: manager, $n containers skipped: $why"
+            continue
+        fi
+        hf_log "bench: containerd $version: manager, creating $((n - have)) containers per daemon ($n in all)"
+        mgr_create "$version" $((have + 1)) "$n" "$tmp"
+        have="$n"
+        for d in "${MGR_DAEMONS[@]}"; do rm -f "$tmp/phases-$d" "$tmp/ps-$d" "$tmp/logs-$d"; done
+        # Let every container print its burst and settle.
+        sleep 2
+        for ((r = 1; r <= MGR_ROUNDS; r++)); do
+            hf_log "bench: containerd $version: manager, $n containers, kill -9 and restart, round $r of $MGR_ROUNDS"
+            for d in "${MGR_DAEMONS[@]}"; do
+                [[ -n "${MGR_DOWN[$d]:-}" ]] || mgr_restart "$version" "$d" "$n" "$tmp" "$r"
+            done
+        done
+        mgr_latency "$version" "$n" "$tmp"
+        mgr_record "$version" "$n" "$tmp"
+    done
+    hf_log "bench: containerd $version: manager, removing the containers"
+    mgr_teardown "$version" "$have"
+}
+
+# mratio METRIC: holdfastd ÷ dockerd for version $V, or n/a.
+mratio() {
+    local a="${R[$V|$MGR_OURS|$1]:-}" b="${R[$V|$MGR_PEER|$1]:-}"
+    if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
+        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
+    else
+        echo n/a
+    fi
+}
+
+# mrow LABEL METRIC SCALE FORMAT [PEER]: one row for version $V; PEER, when
+# given, stands in dockerd's column (and the ratio is —).
+mrow() {
+    if [[ $# -ge 5 ]]; then
+        printf '| %s | %s | %s | — |\n' "$1" "$(cell "$V" "$MGR_OURS" "$2" "$3" "$4")" "$5"
+    else
+        printf '| %s | %s | %s | %s |\n' "$1" "$(cell "$V" "$MGR_OURS" "$2" "$3" "$4")" \
+            "$(cell "$V" "$MGR_PEER" "$2" "$3" "$4")" "$(mratio "$2")"
+    fi
+}
+
+method_manager() {
+    cat <<EOF
+
+### holdfastd restarting with running containers, against dockerd --live-restore
+
+- Both daemons run on the bench's containerd of the version (each in its
+  own namespace; dockerd with \`--containerd\`, so no containerd of its own):
+  holdfastd (a copy of the built one; own root, socket, journal folder,
+  cgroup parent; \`live_restore = true\`, log level info) and Debian's
+  dockerd ${MGR_PEER_VERSION:-(docker.io)} (\`--live-restore\`, own
+  \`--data-root\`, \`--exec-root\`, socket, pid file and config file,
+  \`--iptables=false --bridge=none\`, overlay2, json-file logs, cgroup
+  parent under the run's; containers run by the Go shim
+  \`io.containerd.runc.v2\`, ours by \`io.rust.shim.v2\`).
+- The same N containers under each, created alternately (\`holdfast run -d
+  --rootfs <busybox folder>\`; \`docker run -d --network none <busybox
+  image>\`, the image loaded from an archive made by hand from the same
+  folder), each running \`/bin/sh -c\` a loop that prints $MGR_BURST
+  numbered lines at once, then one every ${MGR_EVERY} s
+  (\`HOLDFAST_BENCH_MANAGER_EVERY\`). Sizes (\`HOLDFAST_BENCH_MANAGER_N\`:
+  ${MGR_SIZES[*]}) run from the smallest up, adding containers; a size is
+  skipped when MemAvailable is below $((MGR_KIB_PER_PAIR / 1024)) MiB per
+  added pair plus 1 GiB, or the machine's threads would pass 85 % of
+  pid_max at $MGR_TASKS_PER_PAIR per added pair.
+- A round: \`kill -9\` of the daemon (its containers run on), then it is
+  started again on the same state; $MGR_ROUNDS rounds
+  (\`HOLDFAST_BENCH_MANAGER_ROUNDS\`), holdfastd and dockerd alternately.
+  After each restart every container must still run with the pid it had
+  before (\`holdfast ps --json\`; \`docker ps -q\` + \`docker inspect\`),
+  checked outside the timing.
+- Start-up to ready: from just before the daemon's exec to the time stamp
+  of its ready line in its own log: holdfastd's \`start-up done; serving\`
+  (health SERVING follows at once; writes are refused before it), dockerd's
+  \`API listen on\` (its API answers nothing before it). Phases come from the
+  same logs' time stamps: holdfastd's \`serving reads; starting up\` and
+  \`start-up phase N done\` lines (their \`elapsed_ms\` agree to the
+  millisecond), dockerd's \`Loading containers: start.\` and \`done.\`
+  (which spans loading and registering the containers, reconnecting to
+  their running tasks and reopening their stdio FIFOs, the network
+  controller, restart policies and auto-remove, so it stands beside our
+  three phases together; holdfastd has no FIFOs to reopen: the shim
+  journals the output). "Reads answered
+  from": holdfastd serves \`ps\`, \`inspect\` and \`logs\` from its socket's
+  bind, before phase 1; dockerd from \`API listen on\`. Each figure is the
+  median over the rounds, so the parts need not add up to the total.
+- Latency: $MGR_CALLS calls of each (\`HOLDFAST_BENCH_MANAGER_CALLS\`), the
+  two daemons alternately, after the last restart: the wall time of the CLI
+  (\`holdfast ps\`, \`docker ps\`: every running container, as a table;
+  \`holdfast logs --tail 100 NAME\`, \`docker logs --tail 100 NAME\` over
+  different containers, each output checked to hold 100 of the
+  container's lines). Both include the CLI's own start (\`/usr/bin/docker\`
+  is a Go binary). \`run -d\`: every start of the set-up.
+- Daemon memory: \`/proc/<daemon>/smaps_rollup\` once the latency calls are
+  done (RSS, private = Private_Clean + Private_Dirty).
+EOF
+}
+
+render_manager() {
+    local n d msg
+    V="$1"
+    for n in $(printf '%s\n' "${MGR_SIZES[@]}" | sort -n -u); do
+        printf '\n### holdfastd restarting with %s running containers, against dockerd --live-restore\n\n' "$n"
+        if [[ -n "${MGR_SKIP[$V|$n]:-}" ]]; then
+            printf 'Not measured: %s.\n' "${MGR_SKIP[$V|$n]}"
+            continue
+        fi
+        echo "| metric | holdfastd | dockerd \`--live-restore\` | ratio holdfastd÷dockerd |"
+        echo "| --- | --- | --- | --- |"
+        mrow "\`kill -9\`, then start-up to ready, median of ${R[$V|$MGR_OURS|m${n}_rounds]:-${R[$V|$MGR_PEER|m${n}_rounds]:-0}} (ms)" "m${n}_ready" 1 %.1f
+        mrow "… exec to restoring (ours: config, store, containerd connection, socket; dockerd: config, graph driver, containerd connection, …) (ms)" "m${n}_before" 1 %.1f
+        mrow "… restoring the containers (ours: phases 1-3; dockerd: \`Loading containers\`) (ms)" "m${n}_loading" 1 %.1f
+        mrow "… … phase 1: load and register the records (ms)" "m${n}_p1" 1 %.1f "—"
+        mrow "… … phase 2: reconcile with containerd's tasks (ms)" "m${n}_p2" 1 %.1f "—"
+        mrow "… … phase 3: restart policies, auto-remove, exit monitor (ms)" "m${n}_p3" 1 %.1f "—"
+        mrow "… restored to ready (ms)" "m${n}_after" 1 %.1f
+        mrow "reads answered from (ms after exec)" "m${n}_reads" 1 %.1f
+        mrow "daemon RSS after the restarts (MiB)" "m${n}_rss" 1024 %.1f
+        mrow "daemon private memory (MiB)" "m${n}_priv" 1024 %.1f
+        mrow "daemon threads" "m${n}_threads" 1 %g
+        mrow "\`ps\` latency, median (ms)" "m${n}_ps_median" 1 %.1f
+        mrow "\`ps\` latency, p90 (ms)" "m${n}_ps_p90" 1 %.1f
+        mrow "\`logs --tail 100\` latency, median (ms)" "m${n}_logs_median" 1 %.1f
+        mrow "\`logs --tail 100\` latency, p90 (ms)" "m${n}_logs_p90" 1 %.1f
+        mrow "\`run -d\` latency while creating them, median (ms)" "m${n}_run_median" 1 %.1f
+        mrow "\`run -d\` latency while creating them, p90 (ms)" "m${n}_run_p90" 1 %.1f
+        for d in "${MGR_DAEMONS[@]}"; do
+            msg="${SERR[$V|$d|manager $n]:-}"
+            [[ -n "$msg" ]] || continue
+            # shellcheck disable=SC2016 # markdown backquotes
+            printf '\n**%s, %s containers:** `%s`\n' "$d" "$n" "$(md_code "$msg")"
+        done
+    done
+}
+
 # ---------------------------------------------------------------- the report
 
 cgroup_mode() {
@@ -895,7 +1539,7 @@ Generated by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand.
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - commit: $(git -C "$HF_REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -z "$(git -C "$HF_REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]] || echo " plus uncommitted changes in crates/")
 - machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), cgroup $(cgroup_mode), $(runc --version 2>/dev/null | head -n 1)
-- shims: ours \`$HF_SHIM_NAME\` (${SHIM_INFO:-not built}); Go \`containerd-shim-runc-v2\` from each containerd's own package
+- shims: ours \`$HF_SHIM_NAME\` (${SHIM_INFO:-not built}); Go \`containerd-shim-runc-v2\` from each containerd's own package$(manager_line)
 - command: \`$(command_line)\`$( ((QUICK)) && echo " (quick mode: fewer rounds, smaller and shorter runs)")
 - sections: ${SECTIONS[*]}
 
@@ -929,6 +1573,14 @@ EOF
         printf '\n## containerd %s (%s)\n\n' "$version" "$(containerd_version "$version")"
         for s in "${SECTIONS[@]}"; do "render_$s" "$version"; done
     done
+}
+
+# manager_line: the manager section's daemons, as a line of the header.
+manager_line() {
+    [[ " ${SECTIONS[*]} " == *" manager "* ]] || return 0
+    printf '\n- manager: ours holdfastd (%s); peer Debian'"'"'s dockerd %s' \
+        "$([[ -x "$BENCH_DIR/ours/holdfastd" ]] && "$BENCH_DIR/ours/holdfastd" --version | awk '{ print $2 }' || echo not built)" \
+        "${MGR_PEER_VERSION:-(${MGR_PEER_MISSING:-not run})}"
 }
 
 # command_line: how this report was made (the knobs that were set).
@@ -969,11 +1621,25 @@ snapshot_shims() {
     [[ ! -x "$BENCH_DIR/ours/$HF_SHIM_NAME" ]] || cp "$BENCH_DIR/ours/$HF_SHIM_NAME" "$bin/"
 }
 
+# namespaces_of VERSION: the containerd namespaces the run's sections use.
+namespaces_of() {
+    ns_of "$1"
+    if [[ " ${SECTIONS[*]} " == *" manager "* ]]; then mgr_namespaces "$1"; fi
+}
+
+# cleanup_version VERSION: everything the sections made on VERSION's
+# containerd, and that containerd.
+cleanup_version() {
+    mgr_cleanup "$1"
+    # shellcheck disable=SC2046 # one namespace a word
+    hf_cleanup "$(dir_of "$1")" $(namespaces_of "$1")
+    # Deleting dockerd's tasks above makes runc create its state folder again.
+    rm -rf "$(mgr_exec_root "$1")"
+}
+
 cleanup_all() {
     local version
-    for version in "${VERSIONS[@]}"; do
-        hf_cleanup "$(dir_of "$version")" "$(ns_of "$version")"
-    done
+    for version in "${VERSIONS[@]}"; do cleanup_version "$version"; done
     hf_remove_cgroups "$HF_CGROUP_PARENT"
     # FIFOs a killed ctr left, and journals of our shim's default folder
     # (the bench's own journals are under BENCH_DIR).
@@ -1013,7 +1679,7 @@ main() {
         HOLDFAST_BIN_DIR="$(snapshot_dir "$version")" hf_containerd_start "$version" "$(dir_of "$version")"
         mkdir -p "$(dir_of "$version")/logs"
         for s in "${SECTIONS[@]}"; do "section_$s" "$version"; done
-        hf_cleanup "$(dir_of "$version")" "$(ns_of "$version")"
+        cleanup_version "$version"
     done
 
     render >"$OUT.tmp"
