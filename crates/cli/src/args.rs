@@ -55,6 +55,70 @@ pub enum Command {
     Wait(NamesArgs),
     /// Print container lifecycle events as they happen.
     Events(EventsArgs),
+    /// Checkpoint a container's task with CRIU; list and remove
+    /// checkpoints.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+    /// Re-create a container's task from one of its checkpoints and start
+    /// it; the container must not be running.
+    Restore(CheckpointArgs),
+}
+
+/// `holdfast checkpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointCommand {
+    /// Checkpoint a running container and print the checkpoint's name; the
+    /// container stops after the dump unless --leave-running.
+    Create(CheckpointCreateArgs),
+    /// List a container's checkpoints, oldest first.
+    #[command(alias = "list")]
+    Ls(CheckpointLsArgs),
+    /// Remove a checkpoint.
+    #[command(alias = "remove")]
+    Rm(CheckpointArgs),
+}
+
+/// Arguments of `checkpoint create`.
+#[derive(Debug, Args)]
+pub struct CheckpointCreateArgs {
+    /// Leave the container running after the dump.
+    #[arg(long)]
+    pub leave_running: bool,
+    /// Dump established TCP connections (CRIU --tcp-established).
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Dump file locks (CRIU --file-locks).
+    #[arg(long)]
+    pub file_locks: bool,
+    /// The container.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The checkpoint's name (default: made from the time,
+    /// cp-YYYYMMDDTHHMMSS.mmmZ).
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: Option<String>,
+}
+
+/// Arguments of `checkpoint ls`.
+#[derive(Debug, Args)]
+pub struct CheckpointLsArgs {
+    /// The container.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Print a JSON array.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A container and one of its checkpoints (`checkpoint rm`, `restore`).
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The container.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The checkpoint.
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: String,
 }
 
 /// Arguments of `run`.

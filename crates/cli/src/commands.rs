@@ -23,7 +23,8 @@ use crate::args::{
 use crate::error::{status_err, DaemonError};
 use crate::{connect, output, parse, terminal};
 
-type Client = ContainersClient<Channel>;
+/// A client of holdfastd's API.
+pub type Client = ContainersClient<Channel>;
 
 /// Connects to holdfastd and runs the command; returns the exit code.
 pub async fn dispatch(cli: Cli) -> Result<i32> {
@@ -43,6 +44,8 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Exec(args) => exec(client, args).await,
         Command::Wait(args) => wait(client, args).await,
         Command::Events(args) => events(client, args).await,
+        Command::Checkpoint(command) => crate::checkpoint::checkpoint(client, command).await,
+        Command::Restore(args) => crate::checkpoint::restore(client, args).await,
     }
 }
 

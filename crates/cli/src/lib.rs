@@ -10,6 +10,7 @@
 #![deny(unsafe_code)]
 
 pub mod args;
+pub mod checkpoint;
 pub mod commands;
 pub mod connect;
 pub mod error;

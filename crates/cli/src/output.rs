@@ -2,7 +2,7 @@
 //! log line prefixes and event lines. Pure functions of the data and "now".
 
 use holdfast_api::v1::{
-    Container, ContainerSpec, ContainerState, ContainerStatus, Event, LogStream, Mount,
+    Checkpoint, Container, ContainerSpec, ContainerState, ContainerStatus, Event, LogStream, Mount,
     RestartPolicyKind,
 };
 use prost_types::Timestamp;
@@ -163,14 +163,19 @@ pub fn ps_table(containers: &[Container], now: OffsetDateTime) -> String {
             c.state.as_ref().map_or(0, |s| s.restart_count).to_string(),
         ]);
     }
-    let mut widths = [0usize; 6];
-    for row in &rows {
+    table(&rows)
+}
+
+/// Rows as a table, columns separated by at least three spaces.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut widths = [0usize; N];
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    for row in &rows {
+    for row in rows {
         let mut line = String::new();
         for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
             line.push_str(cell);
@@ -182,6 +187,35 @@ pub fn ps_table(containers: &[Container], now: OffsetDateTime) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Bytes as a human size: `512B`, `1.5KiB`, `12.0MiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1}{}", UNITS[unit])
+}
+
+/// The `checkpoint ls` table, header included.
+pub fn checkpoints_table(checkpoints: &[Checkpoint], now: OffsetDateTime) -> String {
+    let mut rows = vec![["NAME", "CREATED", "SIZE", "LEAVE-RUNNING"].map(str::to_owned)];
+    for cp in checkpoints {
+        rows.push([
+            cp.name.clone(),
+            ago(to_time(cp.created_at.as_ref()), now),
+            human_size(cp.size_bytes),
+            cp.leave_running.to_string(),
+        ]);
+    }
+    table(&rows)
 }
 
 fn time_json(ts: Option<&Timestamp>) -> Value {
@@ -259,6 +293,30 @@ pub fn containers_json(containers: &[Container]) -> String {
     s
 }
 
+/// Checkpoints as a pretty JSON array (`checkpoint ls --json`).
+pub fn checkpoints_json(checkpoints: &[Checkpoint]) -> String {
+    let array = Value::Array(
+        checkpoints
+            .iter()
+            .map(|cp| {
+                json!({
+                    "container": cp.container,
+                    "name": cp.name,
+                    "created": time_json(cp.created_at.as_ref()),
+                    "size_bytes": cp.size_bytes,
+                    "leave_running": cp.leave_running,
+                    "tcp_established": cp.tcp_established,
+                    "file_locks": cp.file_locks,
+                    "path": cp.path,
+                })
+            })
+            .collect(),
+    );
+    let mut s = serde_json::to_string_pretty(&array).unwrap_or_else(|_| "[]".to_owned());
+    s.push('\n');
+    s
+}
+
 /// One line of `events`: `TIME NAME ACTION[ (exit code N)][: MESSAGE]`.
 pub fn event_line(e: &Event) -> String {
     let time = to_time(e.time.as_ref()).map_or_else(|| "-".to_owned(), rfc3339);
@@ -308,6 +366,44 @@ impl LinePrefixer {
 mod tests {
     use super::*;
     use holdfast_api::v1::{Resources, RestartPolicy};
+
+    #[test]
+    fn checkpoints_list_with_their_age_size_and_mode() {
+        let now = OffsetDateTime::from_unix_timestamp(1_000_000).expect("time");
+        let cps = [
+            Checkpoint {
+                name: "cp1".into(),
+                created_at: at(1_000_000 - 90),
+                size_bytes: 3 * 1024 * 1024 + 512 * 1024,
+                leave_running: true,
+                ..Default::default()
+            },
+            Checkpoint {
+                name: "second".into(),
+                created_at: at(1_000_000 - 5),
+                size_bytes: 100,
+                ..Default::default()
+            },
+        ];
+        let table = checkpoints_table(&cps, now);
+        let lines: Vec<&str> = table.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header, ["NAME", "CREATED", "SIZE", "LEAVE-RUNNING"]);
+        assert!(
+            lines[1].starts_with("cp1      About a minute ago"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("3.5MiB") && lines[1].ends_with("true"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("100B") && lines[2].ends_with("false"),
+            "{table}"
+        );
+        assert_eq!(human_size(1023), "1023B");
+        assert_eq!(human_size(1536), "1.5KiB");
+    }
 
     fn at(secs: i64) -> Option<Timestamp> {
         Some(Timestamp {

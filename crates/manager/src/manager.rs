@@ -31,11 +31,13 @@ use crate::stop::stop_timeout;
 use crate::store::{Loaded, Store};
 use crate::validate::{parse_signal, validate_name, validate_spec};
 
+mod checkpoint;
 mod lifecycle;
 mod monitor;
 mod reconcile;
 mod shutdown;
 
+pub use checkpoint::{generated_name, CheckpointRequest, CHECKPOINTS_DIR, CHECKPOINT_WORK_DIR};
 use lifecycle::{Life, Starter};
 pub use lifecycle::{Phase, UNKNOWN_EXIT_CODE};
 pub use monitor::Monitor;
@@ -349,14 +351,7 @@ impl Manager {
                 return Err(e.into());
             }
         };
-        let state = record.state.get_or_insert_with(Default::default);
-        state.status = ContainerStatus::Running as i32;
-        state.pid = pid;
-        state.started_at = now();
-        state.finished_at = None;
-        state.exit_code = 0;
-        state.stopped_by_user = false;
-        state.error.clear();
+        let state = mark_running(&mut record, pid);
         match by {
             Starter::User => {
                 state.restart_count = 0;
@@ -524,7 +519,7 @@ impl Manager {
     }
 
     /// Removes a container: its task (killed first with `force` if it
-    /// runs), containerd container, journal folder and record. A
+    /// runs), containerd container, journal folder, checkpoints and record. A
     /// quarantined record is removable.
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let _guard = self.lock(name).await?;
@@ -572,6 +567,7 @@ impl Manager {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("remove journal", dir, e)),
             }
+            self.remove_checkpoints_locked(name).await?;
             let n = name.to_owned();
             self.store(move |s| s.delete(&n)).await?;
             self.forget_lock(name);
@@ -622,6 +618,20 @@ impl Manager {
             .await
             .inspect(|(code, _)| info!(container = name, exit_code = code, "wait answered"))
     }
+}
+
+/// Writes a new run of `pid` into a record's observed state (not stored);
+/// the state, for more changes.
+fn mark_running(record: &mut Container, pid: u32) -> &mut ContainerState {
+    let state = record.state.get_or_insert_with(Default::default);
+    state.status = ContainerStatus::Running as i32;
+    state.pid = pid;
+    state.started_at = now();
+    state.finished_at = None;
+    state.exit_code = 0;
+    state.stopped_by_user = false;
+    state.error.clear();
+    state
 }
 
 /// The signal `stop` sends first: the spec's, else the image's (label),

@@ -12,18 +12,20 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use holdfast_api::v1::containers_server::{Containers, ContainersServer};
 use holdfast_api::v1::{
-    exec_request, exec_response, CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest,
-    ExecResponse, InspectRequest, InspectResponse, KillRequest, KillResponse, ListRequest,
-    ListResponse, LogsRequest, LogsResponse, RemoveRequest, RemoveResponse, RestartRequest,
-    RestartResponse, StartRequest, StartResponse, StopRequest, StopResponse, WaitRequest,
-    WaitResponse,
+    exec_request, exec_response, CreateCheckpointRequest, CreateCheckpointResponse, CreateRequest,
+    CreateResponse, Event, EventsRequest, ExecRequest, ExecResponse, InspectRequest,
+    InspectResponse, KillRequest, KillResponse, ListCheckpointsRequest, ListCheckpointsResponse,
+    ListRequest, ListResponse, LogsRequest, LogsResponse, RemoveCheckpointRequest,
+    RemoveCheckpointResponse, RemoveRequest, RemoveResponse, RestartRequest, RestartResponse,
+    RestoreRequest, RestoreResponse, StartRequest, StartResponse, StopRequest, StopResponse,
+    WaitRequest, WaitResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::exec::{ExecInput, ExecOptions, ExecOutput};
 use crate::logs::{LogChunk, LogsOptions};
-use crate::manager::Manager;
+use crate::manager::{CheckpointRequest, Manager};
 
 /// The `Containers` service over a [`Manager`].
 #[derive(Debug, Clone)]
@@ -200,6 +202,62 @@ impl Containers for Service {
         let filter = (!name.is_empty()).then_some(name.as_str());
         let stream = self.manager.events(filter)?;
         Ok(Response::new(stream.map(Ok).boxed()))
+    }
+
+    async fn create_checkpoint(
+        &self,
+        request: Request<CreateCheckpointRequest>,
+    ) -> Result<Response<CreateCheckpointResponse>, Status> {
+        let req = request.into_inner();
+        let checkpoint = self
+            .manager
+            .create_checkpoint(CheckpointRequest {
+                container: req.container,
+                name: req.name,
+                leave_running: req.leave_running,
+                tcp_established: req.tcp_established,
+                file_locks: req.file_locks,
+            })
+            .await?;
+        Ok(Response::new(CreateCheckpointResponse {
+            checkpoint: Some(checkpoint),
+        }))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: Request<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        let checkpoints = self
+            .manager
+            .list_checkpoints(&request.into_inner().container)
+            .await?;
+        Ok(Response::new(ListCheckpointsResponse { checkpoints }))
+    }
+
+    async fn remove_checkpoint(
+        &self,
+        request: Request<RemoveCheckpointRequest>,
+    ) -> Result<Response<RemoveCheckpointResponse>, Status> {
+        let req = request.into_inner();
+        self.manager
+            .remove_checkpoint(&req.container, &req.name)
+            .await?;
+        Ok(Response::new(RemoveCheckpointResponse {}))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<RestoreRequest>,
+    ) -> Result<Response<RestoreResponse>, Status> {
+        let req = request.into_inner();
+        let container = self
+            .manager
+            .restore(&req.container, &req.checkpoint)
+            .await?;
+        Ok(Response::new(RestoreResponse {
+            container: Some(container),
+        }))
     }
 }
 

@@ -4,7 +4,10 @@
 //!   [`SCHEMA_VERSION`] and refuses a newer one);
 //! - table `containers`: name → the prost-encoded
 //!   [`holdfast_api::v1::Container`] (declared spec, observed state,
-//!   creation time, log folder).
+//!   creation time, log folder);
+//! - table `checkpoints`: (container, checkpoint) → the prost-encoded
+//!   [`holdfast_api::v1::Checkpoint`] (where its images are, when it was
+//!   taken, its size and CRIU flags); a container's are removed with it.
 //!
 //! Each [`Store::put`] and [`Store::delete`] is one redb write transaction
 //! committed with immediate durability: a `kill -9` at any moment leaves
@@ -20,7 +23,7 @@
 
 use std::path::{Path, PathBuf};
 
-use holdfast_api::v1::Container;
+use holdfast_api::v1::{Checkpoint, Container};
 use prost::Message;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::debug;
@@ -35,6 +38,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 const META: TableDefinition<&str, u32> = TableDefinition::new("meta");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const CHECKPOINTS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("checkpoints");
 const SCHEMA_KEY: &str = "schema_version";
 
 /// One record as loaded.
@@ -129,8 +133,9 @@ impl Store {
                 meta.insert(SCHEMA_KEY, SCHEMA_VERSION)
                     .map_err(|e| Error::db(op, e))?;
             }
-            // Create the containers table so that readers find it.
+            // Create the tables so that readers find them.
             tx.open_table(CONTAINERS).map_err(|e| Error::db(op, e))?;
+            tx.open_table(CHECKPOINTS).map_err(|e| Error::db(op, e))?;
             found
         };
         match found {
@@ -230,6 +235,92 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+impl Store {
+    /// Writes a checkpoint's record (inserting or replacing it) in one
+    /// durable transaction; its container and name must be valid.
+    pub fn put_checkpoint(&self, checkpoint: &Checkpoint) -> Result<()> {
+        let (container, name) = (checkpoint.container.as_str(), checkpoint.name.as_str());
+        validate_name(container)?;
+        crate::validate::validate_checkpoint_name(name)?;
+        let op = || format!("put checkpoint {name:?} of {container:?}");
+        let bytes = checkpoint.encode_to_vec();
+        let tx = self.begin_write(&op)?;
+        {
+            let mut table = tx.open_table(CHECKPOINTS).map_err(|e| Error::db(op(), e))?;
+            table
+                .insert((container, name), bytes.as_slice())
+                .map_err(|e| Error::db(op(), e))?;
+        }
+        tx.commit().map_err(|e| Error::db(op(), e))?;
+        debug!(container, checkpoint = name, "checkpoint record written");
+        Ok(())
+    }
+
+    /// One checkpoint of a container: `None` if there is none by that name.
+    pub fn get_checkpoint(&self, container: &str, name: &str) -> Result<Option<Checkpoint>> {
+        let op = || format!("get checkpoint {name:?} of {container:?}");
+        let tx = self.db.begin_read().map_err(|e| Error::db(op(), e))?;
+        let table = tx.open_table(CHECKPOINTS).map_err(|e| Error::db(op(), e))?;
+        let value = table
+            .get((container, name))
+            .map_err(|e| Error::db(op(), e))?;
+        value
+            .map(|v| decode_checkpoint(container, name, v.value()))
+            .transpose()
+    }
+
+    /// A container's checkpoints, by name.
+    pub fn checkpoints(&self, container: &str) -> Result<Vec<Checkpoint>> {
+        let op = || format!("list checkpoints of {container:?}");
+        let tx = self.db.begin_read().map_err(|e| Error::db(op(), e))?;
+        let table = tx.open_table(CHECKPOINTS).map_err(|e| Error::db(op(), e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((container, "")..)
+            .map_err(|e| Error::db(op(), e))?
+        {
+            let (key, value) = entry.map_err(|e| Error::db(op(), e))?;
+            let (c, name) = key.value();
+            if c != container {
+                break;
+            }
+            out.push(decode_checkpoint(c, name, value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a checkpoint's record in one durable transaction; `false`
+    /// if there was none.
+    pub fn delete_checkpoint(&self, container: &str, name: &str) -> Result<bool> {
+        let op = || format!("delete checkpoint {name:?} of {container:?}");
+        let tx = self.begin_write(&op)?;
+        let existed = {
+            let mut table = tx.open_table(CHECKPOINTS).map_err(|e| Error::db(op(), e))?;
+            let old = table
+                .remove((container, name))
+                .map_err(|e| Error::db(op(), e))?;
+            old.is_some()
+        };
+        tx.commit().map_err(|e| Error::db(op(), e))?;
+        debug!(
+            container,
+            checkpoint = name,
+            existed,
+            "checkpoint record deleted"
+        );
+        Ok(existed)
+    }
+}
+
+/// Decodes one stored checkpoint record.
+fn decode_checkpoint(container: &str, name: &str, raw: &[u8]) -> Result<Checkpoint> {
+    Checkpoint::decode(raw).map_err(|e| {
+        Error::Internal(format!(
+            "database: checkpoint {name:?} of {container:?} cannot be decoded: {e}"
+        ))
+    })
 }
 
 /// Decodes and checks one stored value.

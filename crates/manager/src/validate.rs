@@ -137,7 +137,19 @@ pub fn validate_spec_fields(spec: &ContainerSpec) -> Result<()> {
 /// Checks a container name: 1 to [`MAX_NAME_LEN`] of `[A-Za-z0-9_.-]`,
 /// starting with a letter or digit (so no `/`, `..` as a whole, or NUL).
 pub fn validate_name(name: &str) -> Result<()> {
-    let bad = |reason: &str| Err(Error::invalid(format!("name {name:?}"), reason));
+    check_id("name", name)
+}
+
+/// Checks a checkpoint's name, which names its folder: the rules of a
+/// container name ([`validate_name`]); the error names `checkpoint`.
+pub fn validate_checkpoint_name(name: &str) -> Result<()> {
+    check_id("checkpoint", name)
+}
+
+/// The rules of a name that becomes a path component: 1 to
+/// [`MAX_NAME_LEN`] of `[A-Za-z0-9_.-]`, starting with a letter or digit.
+fn check_id(field: &str, name: &str) -> Result<()> {
+    let bad = |reason: &str| Err(Error::invalid(format!("{field} {name:?}"), reason));
     if name.is_empty() {
         return bad("must not be empty");
     }
@@ -158,7 +170,7 @@ pub fn validate_name(name: &str) -> Result<()> {
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(Error::invalid(
-            format!("name {name:?}"),
+            format!("{field} {name:?}"),
             format!("character {c:?} is not allowed (only A-Z a-z 0-9 _ . -)"),
         ));
     }

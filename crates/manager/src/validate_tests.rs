@@ -69,6 +69,18 @@ fn bad_names_are_rejected_with_a_message_naming_the_field() {
 }
 
 #[test]
+fn checkpoint_names_follow_the_same_rules_and_name_their_field() {
+    assert!(validate_checkpoint_name("cp-20250101T000000.000Z").is_ok());
+    for name in ["../x", "..", "a/b", "", ".x", "x y"] {
+        let msg = match validate_checkpoint_name(name) {
+            Err(e) => e.to_string(),
+            Ok(()) => panic!("{name:?} accepted"),
+        };
+        assert!(msg.starts_with(&format!("checkpoint {name:?}: ")), "{msg}");
+    }
+}
+
+#[test]
 fn exactly_one_of_image_and_rootfs() {
     let mut spec = image_spec("web");
     spec.image.clear();

@@ -111,7 +111,7 @@ impl Containerd {
         Ok(out)
     }
 
-    fn content(
+    pub(super) fn content(
         &self,
     ) -> containerd_client::services::v1::content_client::ContentClient<tonic::transport::Channel>
     {

@@ -20,6 +20,7 @@
 //! - the task's stdin/stdout/stderr are empty: the shim journals the output
 //!   itself, no FIFOs are involved.
 
+pub mod checkpoint;
 mod error;
 pub mod events;
 mod exec;
@@ -45,6 +46,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
+pub use checkpoint::{CheckpointOptions, Packed};
 pub use error::{Error, Result};
 pub use events::{TaskEvent, TaskEvents};
 pub use exec::{Exec, ExecProcess};
@@ -244,6 +246,9 @@ impl Containerd {
     fn tasks(&self) -> containerd_client::services::v1::tasks_client::TasksClient<Channel> {
         containerd_client::services::v1::tasks_client::TasksClient::new(self.channel.clone())
     }
+    fn leases(&self) -> containerd_client::services::v1::leases_client::LeasesClient<Channel> {
+        containerd_client::services::v1::leases_client::LeasesClient::new(self.channel.clone())
+    }
     fn snapshots(
         &self,
     ) -> containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient<Channel>
@@ -338,12 +343,7 @@ impl Containerd {
         image_chain: Option<(String, String)>,
     ) -> Result<u32> {
         let rootfs = match (root, image_chain) {
-            (RootSource::Folder(dir), _) => vec![Mount {
-                r#type: "bind".to_string(),
-                source: dir.display().to_string(),
-                options: vec!["rbind".to_string(), "rw".to_string()],
-                ..Default::default()
-            }],
+            (RootSource::Folder(dir), _) => vec![folder_mount(dir)],
             (RootSource::Image(_), Some((image, chain_id))) => {
                 let resp = self
                     .snapshots()
@@ -465,13 +465,7 @@ impl Containerd {
     /// Deletes container `id` and, for an image, its snapshot. The task must
     /// be deleted first.
     pub async fn delete_container(&self, id: &str) -> Result<()> {
-        let container = self
-            .containers()
-            .get(self.req(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|s| Error::from_status("containers.get", id, s))?
-            .into_inner()
-            .container;
+        let container = Some(self.container(id).await?);
         self.containers()
             .delete(self.req(DeleteContainerRequest { id: id.to_string() }))
             .await
@@ -576,18 +570,22 @@ impl Containerd {
             .collect())
     }
 
-    /// The shim options container `id` was created with: `None` when they
-    /// are not holdfast's (or do not decode); NotFound without the
-    /// container.
-    pub async fn shim_options(&self, id: &str) -> Result<Option<ShimOptions>> {
-        let c = self
-            .containers()
+    /// containerd's container `id`; NotFound without it.
+    async fn container(&self, id: &str) -> Result<Container> {
+        self.containers()
             .get(self.req(GetContainerRequest { id: id.to_string() }))
             .await
             .map_err(|s| Error::from_status("containers.get", id, s))?
             .into_inner()
             .container
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
+    /// The shim options container `id` was created with: `None` when they
+    /// are not holdfast's (or do not decode); NotFound without the
+    /// container.
+    pub async fn shim_options(&self, id: &str) -> Result<Option<ShimOptions>> {
+        let c = self.container(id).await?;
         Ok(c.runtime
             .and_then(|r| r.options)
             .and_then(|any| options::from_any(&any)))
@@ -595,18 +593,21 @@ impl Containerd {
 
     /// The runtime spec stored with container `id`.
     pub async fn spec(&self, id: &str) -> Result<Spec> {
-        let c = self
-            .containers()
-            .get(self.req(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|s| Error::from_status("containers.get", id, s))?
-            .into_inner()
-            .container
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let c = self.container(id).await?;
         let any = c
             .spec
             .ok_or_else(|| Error::NotFound(format!("spec of container {id}")))?;
         Ok(serde_json::from_slice(&any.value).map_err(crate::spec::Error::ImageConfig)?)
+    }
+}
+
+/// The task rootfs of a folder container: a bind mount of it.
+fn folder_mount(dir: &Path) -> Mount {
+    Mount {
+        r#type: "bind".to_string(),
+        source: dir.display().to_string(),
+        options: vec!["rbind".to_string(), "rw".to_string()],
+        ..Default::default()
     }
 }
 
