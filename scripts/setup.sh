@@ -15,8 +15,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export DEBIAN_FRONTEND=noninteractive
 APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o APT::Sandbox::User=root)
 
+# iptables: CRIU locks a container's network namespace with iptables-restore
+# while it dumps.
 PACKAGES=(containerd runc busybox-static pkgconf protobuf-compiler gcc libc6-dev
-    jq util-linux procps)
+    jq util-linux procps iptables)
 # CRIU: Debian 13's source tarball of this version, checked against this sum.
 HF_CRIU_VERSION=4.1.1
 HF_CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe
