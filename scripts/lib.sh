@@ -20,6 +20,9 @@ export HOLDFAST_BIN_DIR="${HOLDFAST_BIN_DIR:-$HF_REPO/target/release}"
 HF_CONTAINERD17_VERSION=1.7.24
 HF_CONTAINERD17_DIR="$HOLDFAST_CACHE/containerd-$HF_CONTAINERD17_VERSION"
 HF_ROOTFS="$HOLDFAST_CACHE/rootfs/busybox"
+# CRIU, built from Debian 13's source by setup.sh (Debian 12's criu cannot
+# dump on this kernel). The shim gives runc this path (`runc --criu`).
+export HF_CRIU=/usr/local/sbin/criu
 export HF_SHIM_NAME=containerd-shim-shim-v2
 
 # How long to wait for containerd to answer, and for a killed pid to go.

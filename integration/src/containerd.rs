@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, Output, DEFAULT_TIMEOUT};
 use crate::events::Events;
+use crate::shim_client::ShimClient;
 use crate::{procs, rootfs, runtime, system, Version};
 
 static FIXTURES: AtomicUsize = AtomicUsize::new(0);
@@ -223,10 +224,16 @@ disabled_plugins = [
             .append(true)
             .open(self.log_path())
             .context("open containerd.log")?;
+        // containerd unpacks a checkpoint a task is created from into a
+        // temporary folder under $XDG_RUNTIME_DIR and never removes it:
+        // keep those in the fixture's folder, which teardown removes.
+        let scratch = self.dir.join("xdg");
+        fs::create_dir_all(&scratch).with_context(|| format!("create {}", scratch.display()))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("--config")
             .arg(self.dir.join("config.toml"))
             .env("PATH", self.path_env())
+            .env("XDG_RUNTIME_DIR", &scratch)
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("dup log")?)
             .stderr(log);
@@ -491,6 +498,20 @@ disabled_plugins = [
         let mut c = self.shim_command(id, bundle);
         c.arg("-bundle").arg(bundle).arg("delete");
         cmd::run(c, None, Duration::from_secs(20))
+    }
+
+    /// Ends a shim [`start_shim_by_hand`](Self::start_shim_by_hand) left
+    /// for task `id`: Shutdown through `shim`, then the `delete`
+    /// subcommand, which must succeed.
+    pub fn end_shim_by_hand(&self, shim: ShimClient, id: &str, bundle: &Path) -> Result<()> {
+        shim.shutdown(id)
+            .map_err(|e| anyhow::anyhow!("shutdown of the shim of {id}: {e}"))?;
+        drop(shim);
+        let out = self.delete_shim_by_hand(id, bundle)?;
+        if !out.success() {
+            bail!("shim delete subcommand:\n{out}");
+        }
+        Ok(())
     }
 
     /// Records the shim address of `id` from its bundle, for the leak check.

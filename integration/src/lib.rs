@@ -30,8 +30,10 @@
 //! own namespace, ids, cgroup parent and rootfs, so tests may run in
 //! parallel; its drop guard tears everything down even when the test panics.
 
+pub mod api;
 pub mod cmd;
 pub mod containerd;
+pub mod counter;
 pub mod events;
 pub mod logs;
 pub mod procs;

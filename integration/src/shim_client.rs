@@ -114,6 +114,23 @@ impl ShimClient {
         Ok(self.task.create(Self::ctx(), &req)?.pid)
     }
 
+    /// Create of a task from the bundle at `bundle` to be restored from the
+    /// checkpoint folder `checkpoint` (no rootfs mounts, no stdio).
+    pub fn create_from_checkpoint(
+        &self,
+        id: &str,
+        bundle: &str,
+        checkpoint: &str,
+    ) -> Result<u32, RpcError> {
+        let req = api::CreateTaskRequest {
+            id: id.to_string(),
+            bundle: bundle.to_string(),
+            checkpoint: checkpoint.to_string(),
+            ..Default::default()
+        };
+        Ok(self.task.create(Self::ctx(), &req)?.pid)
+    }
+
     /// Delete of the init process (after a Create) or an exec.
     pub fn delete(&self, id: &str, exec_id: &str) -> Result<u32, RpcError> {
         let req = api::DeleteRequest {

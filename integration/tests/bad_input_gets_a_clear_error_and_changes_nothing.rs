@@ -81,11 +81,7 @@ fn a_bundle_whose_config_json_does_not_parse_is_rejected_by_the_shim() {
                 "Create of a broken config.json: want INVALID_ARGUMENT naming config.json, got {e}"
             ),
         }
-        shim.shutdown(&id)
-            .map_err(|e| anyhow::anyhow!("shutdown: {e}"))?;
-        drop(shim);
-        let out = cd.delete_shim_by_hand(&id, &bundle)?;
-        ensure!(out.success(), "shim delete subcommand:\n{out}");
+        cd.end_shim_by_hand(shim, &id, &bundle)?;
         cd.wait_no_leaks(Duration::from_secs(10))
     });
 }

@@ -394,6 +394,31 @@ impl Journal {
         ))
     }
 
+    /// Where what `process`'s `stream` gets next will start: a consumer
+    /// from here ([`Journal::consumer_at`]) reads only what is appended from
+    /// now on, without a gap. E.g. a task restored from a checkpoint, whose
+    /// earlier output its earlier sinks already got. [`Cursor::START`] when
+    /// the stream has nothing yet.
+    pub fn end(&self, process: &str, stream: Stream) -> Result<Cursor> {
+        validate_process_id(process)?;
+        let st = self.shared.lock();
+        let Some(ss) = st.streams.get(&(process.to_owned(), stream)) else {
+            return Ok(Cursor::START);
+        };
+        Ok(match ss.current {
+            // A writer appends to this segment: after its last byte.
+            Some(seq) => Cursor {
+                segment: seq,
+                offset: ss.segments.get(&seq).map_or(0, |s| s.size),
+            },
+            // The next writer starts this segment.
+            None => Cursor {
+                segment: ss.next_seq,
+                offset: 0,
+            },
+        })
+    }
+
     /// Bytes the task's segment files take (plus appends in flight).
     pub fn used_bytes(&self) -> u64 {
         self.shared.lock().used

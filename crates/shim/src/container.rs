@@ -12,7 +12,16 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::process::Process;
-use crate::runc::Runc;
+use crate::runc::{CriuFlags, Runc};
+
+/// A checkpoint a created task is restored from when it is started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    /// The folder of CRIU images.
+    pub image: PathBuf,
+    /// What the dump handled (the restore must handle the same).
+    pub flags: CriuFlags,
+}
 
 /// A container: one init process and any number of exec processes.
 #[derive(Debug)]
@@ -33,6 +42,7 @@ pub struct Container {
     pub keep_journal: bool,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     oom: Mutex<Option<JoinHandle<()>>>,
+    restore: Mutex<Option<Restore>>,
 }
 
 impl Container {
@@ -56,7 +66,22 @@ impl Container {
             keep_journal,
             execs: Mutex::new(HashMap::new()),
             oom: Mutex::new(None),
+            restore: Mutex::new(None),
         }
+    }
+
+    /// Makes Start restore the init process from `restore` instead of
+    /// starting a created one.
+    pub fn set_restore(&self, restore: Restore) {
+        *self.restore.lock().unwrap_or_else(|p| p.into_inner()) = Some(restore);
+    }
+
+    /// The checkpoint Start must restore from, once.
+    pub fn take_restore(&self) -> Option<Restore> {
+        self.restore
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     fn execs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Process>>> {

@@ -778,6 +778,10 @@ pub struct IoContext<'a> {
     pub container_id: &'a str,
     /// The shim's reaper (logging binaries are its children).
     pub reaper: &'a Reaper,
+    /// The process comes back from a checkpoint: what its journal holds
+    /// already reached the sinks of its earlier life, so forwarders start
+    /// at the journal's end and the drains append after it.
+    pub restored: bool,
 }
 
 /// One output stream between the container and its sink, before the pty
@@ -908,12 +912,18 @@ impl ProcessIo {
                 .writer(ctx.process, stream)
                 .map_err(journal_err)?;
             let consumer = match sink {
-                Some(w) => Some((
-                    ctx.journal
-                        .consumer(ctx.process, stream)
-                        .map_err(journal_err)?,
-                    w,
-                )),
+                Some(w) => {
+                    let from = if ctx.restored {
+                        ctx.journal.end(ctx.process, stream).map_err(journal_err)?
+                    } else {
+                        Cursor::START
+                    };
+                    let consumer = ctx
+                        .journal
+                        .consumer_at(ctx.process, stream, from)
+                        .map_err(journal_err)?;
+                    Some((consumer, w))
+                }
                 None => None,
             };
             Ok(Output { writer, consumer })
@@ -1167,6 +1177,7 @@ mod tests {
             namespace: "ns",
             container_id: "c1",
             reaper: &reaper,
+            restored: false,
         };
         let paths = StdioPaths {
             stdout: sink,

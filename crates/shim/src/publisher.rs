@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
+    TaskCheckpointed, TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM,
+    TaskPaused, TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
@@ -58,6 +58,8 @@ pub enum Event {
     Resumed(TaskResumed),
     /// `/tasks/oom`
     Oom(TaskOOM),
+    /// `/tasks/checkpointed`
+    Checkpointed(TaskCheckpointed),
 }
 
 impl Event {
@@ -73,6 +75,7 @@ impl Event {
             Event::Paused(_) => topics::TASK_PAUSED_EVENT_TOPIC,
             Event::Resumed(_) => topics::TASK_RESUMED_EVENT_TOPIC,
             Event::Oom(_) => topics::TASK_OOM_EVENT_TOPIC,
+            Event::Checkpointed(_) => topics::TASK_CHECKPOINTED_EVENT_TOPIC,
         }
     }
 
@@ -90,6 +93,7 @@ impl Event {
             Event::Paused(_) => "containerd.events.TaskPaused",
             Event::Resumed(_) => "containerd.events.TaskResumed",
             Event::Oom(_) => "containerd.events.TaskOOM",
+            Event::Checkpointed(_) => "containerd.events.TaskCheckpointed",
         }
     }
 
@@ -104,6 +108,7 @@ impl Event {
             Event::Paused(e) => e.write_to_bytes()?,
             Event::Resumed(e) => e.write_to_bytes()?,
             Event::Oom(e) => e.write_to_bytes()?,
+            Event::Checkpointed(e) => e.write_to_bytes()?,
         };
         Ok(Any {
             type_url: self.type_name().to_string(),
@@ -380,6 +385,10 @@ mod tests {
                 TaskResumed::descriptor(),
             ),
             (Event::Oom(Default::default()), TaskOOM::descriptor()),
+            (
+                Event::Checkpointed(Default::default()),
+                TaskCheckpointed::descriptor(),
+            ),
         ];
         for (event, descriptor) in all {
             assert_eq!(event.to_any().unwrap().type_url, descriptor.full_name());

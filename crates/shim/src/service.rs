@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::io::StdioPaths;
 use crate::publisher::timestamp;
-use crate::shim::{CreateTask, TaskShim};
+use crate::shim::{CheckpointRequest, CreateTask, TaskShim};
 
 /// The ttrpc face of a [`TaskShim`].
 #[derive(Debug, Clone)]
@@ -41,12 +41,6 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        if !req.checkpoint.is_empty() {
-            return Err(crate::error::Error::Unimplemented(
-                "restoring from a checkpoint is not supported yet".into(),
-            )
-            .into());
-        }
         let task = CreateTask {
             id: req.id.clone(),
             bundle: PathBuf::from(&req.bundle),
@@ -58,6 +52,8 @@ impl Task for TaskService {
                 terminal: req.terminal,
             },
             options: req.options.as_ref().cloned(),
+            checkpoint: req.checkpoint.clone(),
+            parent_checkpoint: req.parent_checkpoint.clone(),
         };
         let pid = self
             .shim
@@ -169,11 +165,12 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::CheckpointTaskRequest,
     ) -> TtrpcResult<Empty> {
-        Err(crate::error::Error::Unimplemented(format!(
-            "checkpoint of task {} is not supported yet",
-            req.id
-        ))
-        .into())
+        let checkpoint = CheckpointRequest::new(&req.id, &req.path, req.options.as_ref())?;
+        self.shim
+            .checkpoint(&req.id, checkpoint)
+            .instrument(span("checkpoint", &req.id, ""))
+            .await?;
+        Ok(Empty::new())
     }
 
     async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtrpcResult<Empty> {

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process as ProcessSpec};
 use tokio::sync::{oneshot, Notify};
 
-use crate::container::{self, Container};
+use crate::container::{self, Container, Restore};
 use crate::error::{Error, Result};
 use crate::io::{IoContext, ProcessIo, StdioPaths};
 use crate::options::ShimOptions;
@@ -28,6 +28,9 @@ use crate::reaper::{Exit, Reaper};
 use crate::runc::{LaunchOpts, Runc, RUNC_ROOT};
 use crate::{oom, stats, validate};
 use holdfast_journal::Journal;
+
+mod checkpoint;
+pub use checkpoint::{CheckpointRequest, CHECKPOINT_OPTIONS_TYPE, RECORD_FILE};
 
 /// How long an init's output may stay open after it exited (its pid
 /// namespace is gone, so only a shared namespace keeps it open).
@@ -55,6 +58,11 @@ pub struct CreateTask {
     pub stdio: StdioPaths,
     /// Runtime options (`holdfast.shim.v1.Options` or CRI's).
     pub options: Option<Any>,
+    /// A folder of CRIU images to restore the task from at Start ("" for
+    /// none).
+    pub checkpoint: String,
+    /// The parent of `checkpoint` (pre-dump; unsupported).
+    pub parent_checkpoint: String,
 }
 
 /// The answer to State.
@@ -132,7 +140,9 @@ impl TaskShim {
         Path::new(RUNC_ROOT).join(&self.namespace)
     }
 
-    /// Create: validate, mount the rootfs, wire stdio, `runc create`.
+    /// Create: validate, mount the rootfs, wire stdio, `runc create`. With
+    /// a checkpoint, no process is created: Start restores it, and its
+    /// journal goes on where it ended.
     pub async fn create(self: &Arc<Self>, req: CreateTask) -> Result<u32> {
         validate::id("task", &req.id)?;
         if self.containers().contains_key(&req.id) {
@@ -147,6 +157,7 @@ impl TaskShim {
                 req.bundle.display()
             )));
         }
+        let restore = Restore::from_request(&req.id, &req.checkpoint, &req.parent_checkpoint)?;
         let options = ShimOptions::from_any(req.options.as_ref())?;
         let spec = container::load_spec(&req.bundle)?;
         let journal_config = options
@@ -186,6 +197,7 @@ impl TaskShim {
             namespace: &self.namespace,
             container_id: &req.id,
             reaper: &self.reaper,
+            restored: restore.is_some(),
         };
         let io = match ProcessIo::prepare(&req.stdio, &ctx).await {
             Ok(io) => io,
@@ -208,22 +220,31 @@ impl TaskShim {
             }
         };
         let init = Arc::new(Process::new(&req.id, "", io, None));
-        let pid_file = req.bundle.join("init.pid");
-        let launch = LaunchOpts {
-            pid_file: pid_file.clone(),
-            console_socket: init.io.console_socket(),
-            io: init.io.runc_io(),
-        };
-        let created = async {
-            runc.create(&req.id, &req.bundle, launch).await?;
-            init.io.connect_console().await?;
-            read_pid(&pid_file).await
+        if let Some(restore) = restore {
+            let c = Arc::new(Container::new(
+                &req.id,
+                &req.bundle,
+                runc,
+                init,
+                mounted,
+                journal,
+                options.keep_after_delete,
+            ));
+            tracing::info!(id = %req.id, checkpoint = %restore.image.display(),
+                "task created from a checkpoint; Start restores it");
+            c.set_restore(restore);
+            self.containers().insert(req.id.clone(), c);
+            self.publish_create(&req, 0);
+            return Ok(0);
         }
+        let pid_file = req.bundle.join("init.pid");
+        let created = launch(&init.io, &pid_file, |opts| {
+            runc.create(&req.id, &req.bundle, opts)
+        })
         .await;
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
-                init.io.shutdown(Duration::ZERO).await;
                 if let Err(del) = runc.delete(&req.id, true).await {
                     tracing::debug!(error = %del, "cleanup after failed create");
                 }
@@ -243,7 +264,14 @@ impl TaskShim {
             options.keep_after_delete,
         ));
         self.containers().insert(req.id.clone(), c.clone());
+        self.publish_create(&req, pid);
+        self.watch_exit(init, exited, INIT_OUTPUT_GRACE);
+        self.watch_oom(&c);
+        tracing::info!(id = %req.id, pid, "task created");
+        Ok(pid)
+    }
 
+    fn publish_create(&self, req: &CreateTask, pid: u32) {
         self.events.publish(Event::Create(TaskCreate {
             container_id: req.id.clone(),
             bundle: req.bundle.display().to_string(),
@@ -255,13 +283,10 @@ impl TaskShim {
                 terminal: req.stdio.terminal,
                 ..Default::default()
             }),
+            checkpoint: req.checkpoint.clone(),
             pid,
             ..Default::default()
         }));
-        self.watch_exit(init, exited, INIT_OUTPUT_GRACE);
-        self.watch_oom(&c);
-        tracing::info!(id = %req.id, pid, "task created");
-        Ok(pid)
     }
 
     fn watch_oom(&self, c: &Arc<Container>) {
@@ -330,6 +355,16 @@ impl TaskShim {
             )));
         }
         if exec_id.is_empty() {
+            if let Some(restore) = c.take_restore() {
+                return self.start_restored(&c, &p, restore).await;
+            }
+            if !c.runc.exists(id) {
+                // Only a task created from a checkpoint has no runc state
+                // before its start: its restore failed (and took its stdio).
+                return Err(Error::FailedPrecondition(format!(
+                    "task {id} cannot be started: its restore from a checkpoint failed; delete it and create it again"
+                )));
+            }
             c.runc.start(id).await?;
             p.set_status(Status::Running);
             self.events.publish(Event::Start(TaskStart {
@@ -354,25 +389,9 @@ impl TaskShim {
             .as_ref()
             .ok_or_else(|| Error::Other(format!("exec {exec_id:?} has no process spec")))?;
         let pid_file = c.bundle.join(format!("{exec_id}.pid"));
-        let launch = LaunchOpts {
-            pid_file: pid_file.clone(),
-            console_socket: p.io.console_socket(),
-            io: p.io.runc_io(),
-        };
-        let started = async {
-            c.runc.exec(id, spec, launch).await?;
-            p.io.connect_console().await?;
-            read_pid(&pid_file).await
-        }
-        .await;
+        let started = launch(&p.io, &pid_file, |opts| c.runc.exec(id, spec, opts)).await;
         let _ = std::fs::remove_file(&pid_file);
-        let pid = match started {
-            Ok(pid) => pid,
-            Err(e) => {
-                p.io.shutdown(Duration::ZERO).await;
-                return Err(e);
-            }
-        };
+        let pid = started?;
         p.set_pid(pid);
         let exited = self.reaper.subscribe(pid as i32);
         p.set_status(Status::Running);
@@ -414,6 +433,11 @@ impl TaskShim {
             )));
         }
         if exec_id.is_empty() {
+            if p.status() == Status::Created && !c.runc.exists(id) {
+                return Err(Error::NotFound(format!(
+                    "task {id} has no process to signal: it was created from a checkpoint and not restored"
+                )));
+            }
             return c.runc.kill(id, signal, all).await.map_err(|e| {
                 if p.status() == Status::Stopped {
                     Error::NotFound(format!("{} has already exited", describe(id, exec_id)))
@@ -470,6 +494,7 @@ impl TaskShim {
             namespace: &self.namespace,
             container_id: id,
             reaper: &self.reaper,
+            restored: false,
         };
         let io = ProcessIo::prepare(&stdio, &ctx).await?;
         c.add_exec(Arc::new(Process::new(id, exec_id, io, Some(spec))))?;
@@ -503,13 +528,17 @@ impl TaskShim {
             return Ok((p.pid(), p.exit()));
         }
         let never_started = p.status() == Status::Created;
-        if let Err(e) = c.runc.delete(id, never_started).await {
-            c.runc.delete(id, true).await.map_err(|_| e)?;
-        }
-        if never_started {
-            // runc killed the created init: wait for the reaper so the exit
-            // event comes before the delete event.
-            let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
+        // runc has no state for a task a checkpoint stopped (runc removed
+        // it), nor for one created from a checkpoint and never restored.
+        if c.runc.exists(id) {
+            if let Err(e) = c.runc.delete(id, never_started).await {
+                c.runc.delete(id, true).await.map_err(|_| e)?;
+            }
+            if never_started {
+                // runc killed the created init: wait for the reaper so the
+                // exit event comes before the delete event.
+                let _ = tokio::time::timeout(Duration::from_secs(5), p.wait()).await;
+            }
         }
         c.stop_oom_watcher();
         for exec in c.exec_processes() {
@@ -552,6 +581,10 @@ impl TaskShim {
             // report its init so containerd (1.7 on restart) keeps the task
             // and its exit status instead of treating the shim as leaked.
             return Ok(vec![(c.init.pid(), String::new())]);
+        }
+        if c.init.status() == Status::Created && !c.runc.exists(id) {
+            // Created from a checkpoint, not restored yet: no process.
+            return Ok(Vec::new());
         }
         let pids = c.runc.ps(id).await?;
         let execs: HashMap<u32, String> = c
@@ -680,6 +713,32 @@ fn describe(id: &str, exec_id: &str) -> String {
     } else {
         format!("exec process {exec_id:?} of task {id}")
     }
+}
+
+/// Runs the runc command `run` that starts a process with `io` as its
+/// stdio (`run` gets the [`LaunchOpts`]), connects its console and reads
+/// its pid from `pid_file`. On failure `io` is shut down: runc took it, so
+/// the launch cannot be retried.
+async fn launch<F, Fut>(io: &ProcessIo, pid_file: &Path, run: F) -> Result<u32>
+where
+    F: FnOnce(LaunchOpts) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let launch = LaunchOpts {
+        pid_file: pid_file.to_path_buf(),
+        console_socket: io.console_socket(),
+        io: io.runc_io(),
+    };
+    let launched = async {
+        run(launch).await?;
+        io.connect_console().await?;
+        read_pid(pid_file).await
+    }
+    .await;
+    if launched.is_err() {
+        io.shutdown(Duration::ZERO).await;
+    }
+    launched
 }
 
 async fn read_pid(path: &Path) -> Result<u32> {

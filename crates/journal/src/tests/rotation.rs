@@ -138,3 +138,45 @@ fn a_reader_overtaken_by_deletion_reports_the_gap() {
     assert!(!rest.is_empty());
     assert!(rest.iter().all(|e| matches!(e, Entry::Record { .. })));
 }
+
+/// A reopened journal (a restored task's shim) can be consumed from its end:
+/// the consumer gets what the new writer appends, not the earlier output,
+/// and no gap in between.
+#[tokio::test]
+async fn a_consumer_from_the_end_of_a_reopened_journal_reads_only_new_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = || config(tmp.path(), 1 << 20, 64 << 10, 100, FullPolicy::Block);
+    {
+        let j = Journal::open(cfg()).unwrap();
+        let mut w = j.writer("init", Stream::Stdout).unwrap();
+        for i in 0..3000 {
+            assert!(written(w.append(&line(i), now()).unwrap()));
+        }
+        w.close().unwrap();
+    }
+    let before = segments(tmp.path(), "init", Stream::Stdout);
+    assert!(before.len() > 1, "rotated before the reopen");
+    let j = Journal::open(cfg()).unwrap();
+    let end = j.end("init", Stream::Stdout).unwrap();
+    assert_eq!(end.segment, before.last().unwrap().0 + 1);
+    assert_eq!(j.end("init", Stream::Stderr).unwrap(), Cursor::START);
+    let mut c = j.consumer_at("init", Stream::Stdout, end).unwrap();
+    assert!(c.try_next().unwrap().is_none(), "nothing new yet");
+    let mut w = j.writer("init", Stream::Stdout).unwrap();
+    for i in 3000..3100 {
+        assert!(written(w.append(&line(i), now()).unwrap()));
+    }
+    for i in 3000..3100 {
+        match c.next().await.unwrap() {
+            Entry::Record { record, .. } => assert_eq!(record.text, line(i)[..line(i).len() - 1]),
+            gap => panic!("unexpected {gap:?}"),
+        }
+    }
+    assert!(c.try_next().unwrap().is_none());
+    // The journal still holds one ordered stream: the old lines, then the new.
+    let all = read_all(tmp.path(), "init", Stream::Stdout);
+    assert_eq!(all.len(), 3100);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.text, line(i)[..line(i).len() - 1]);
+    }
+}
