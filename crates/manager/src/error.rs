@@ -209,6 +209,20 @@ mod tests {
                 "container \"web\" not found",
             ),
             (
+                Error::NotFound {
+                    what: "checkpoint \"cp1\" of container \"web\"".into(),
+                },
+                Code::NotFound,
+                "checkpoint \"cp1\" of container \"web\" not found",
+            ),
+            (
+                crate::validate::validate_checkpoint_name("../x")
+                    .err()
+                    .unwrap_or_else(|| Error::Internal("../x accepted".into())),
+                Code::InvalidArgument,
+                "checkpoint \"../x\": must not contain '/'",
+            ),
+            (
                 Error::AlreadyExists {
                     what: "container \"web\"".into(),
                 },

@@ -265,7 +265,8 @@ mod tests {
         assert_eq!(
             from_task_event(TaskEvent::Create {
                 id: "web".into(),
-                pid: 1
+                pid: 1,
+                checkpoint: String::new(),
             }),
             None
         );

@@ -59,6 +59,10 @@ pub struct Manager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     life: Life,
     pub(crate) events: EventHub,
+    /// Per container, the folder containerd unpacked the checkpoint of a
+    /// restore into (from its task create event), removed once the task
+    /// started.
+    unpacked: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl std::fmt::Debug for Manager {
@@ -147,6 +151,7 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             life: Life::default(),
             events: EventHub::new(),
+            unpacked: Mutex::new(HashMap::new()),
         }
     }
 

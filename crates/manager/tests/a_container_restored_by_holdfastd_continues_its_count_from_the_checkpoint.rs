@@ -140,7 +140,31 @@ fn check_private(hd: &Holdfastd, name: &str, checkpoint: &str) -> Result<()> {
     Ok(())
 }
 
-fn checkpoint_and_restore(hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()> {
+/// containerd unpacks the images a task is restored from into
+/// `$XDG_RUNTIME_DIR/ctrd-checkpoint*` (the fixture's `xdg` folder) and
+/// never removes them: holdfastd does once the task started.
+fn wait_unpacked_removed(cd: &Fixture) -> Result<()> {
+    let xdg = cd.dir().join("xdg");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left: Vec<String> = entries(&xdg)
+            .into_iter()
+            .filter(|e| e.starts_with("ctrd-checkpoint"))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "containerd's unpacked checkpoints are left in {}: {left:?}",
+                xdg.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()> {
     hd.run(
         &[
             "run", "-d", "--name", name, "--rootfs", rootfs, "--", "/bin/sh", "-c", COUNTER,
@@ -167,6 +191,7 @@ fn checkpoint_and_restore(hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()
     let before = counts(hd, name)?;
     hd.run(&["restore", name, "cp1"], None)?.ok()?;
     wait_status(hd, name, "running")?;
+    wait_unpacked_removed(cd)?;
     let after = wait_counts(hd, name, before.len() + 10)?;
     ensure!(
         after[..before.len()] == before[..],
@@ -210,6 +235,7 @@ fn checkpoint_and_restore(hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()
         "{listed}"
     );
     hd.run(&["restore", name, &generated], None)?.ok()?;
+    wait_unpacked_removed(cd)?;
     let resumed = wait_counts(hd, name, stopped.len() + 10)?;
     ensure!(
         resumed[stopped.len()] == last + 1,
@@ -358,7 +384,7 @@ fn scenario(cd: &Fixture) -> Result<()> {
     let mut hd = Holdfastd::start(cd)?;
     let rootfs = cd.rootfs().display().to_string();
     let name = cd.id();
-    let result = checkpoint_and_restore(&hd, &name, &rootfs)
+    let result = checkpoint_and_restore(cd, &hd, &name, &rootfs)
         .context("checkpoint and restore")
         .and_then(|()| bad_input(&hd, &name, &rootfs).context("bad input"))
         .and_then(|()| {
@@ -378,4 +404,18 @@ fn a_container_restored_by_holdfastd_continues_its_count_from_the_checkpoint() {
         scenario(cd)?;
         cd.assert_clean()
     });
+}
+
+/// The stream check fails for what a restore that did not happen looks
+/// like (a fresh start counts from 1), and for gaps and reorderings.
+#[test]
+fn the_stream_check_rejects_a_fresh_start_and_gaps() {
+    let restored: Vec<u64> = (1..=30).chain(21..=40).collect();
+    assert_eq!(check_one_stream(&restored, 21).ok(), Some(30));
+    let fresh: Vec<u64> = (1..=30).chain(1..=20).collect();
+    assert!(check_one_stream(&fresh, 1).is_err(), "a fresh start passed");
+    let gap: Vec<u64> = (1..=30).chain(21..=25).chain(27..=40).collect();
+    assert!(check_one_stream(&gap, 21).is_err(), "a gap passed");
+    let never: Vec<u64> = (1..=30).collect();
+    assert!(check_one_stream(&never, 21).is_err(), "no restored lines passed");
 }
