@@ -130,9 +130,24 @@ fn observe(mut c: Container, task: Option<&TaskInfo>) -> Container {
         None => {
             state.status = ContainerStatus::Exited as i32;
             state.pid = 0;
+            state.exit_code = UNKNOWN_EXIT_CODE;
+            state.finished_at = None;
+            state.error = "the task is gone; its exit status is unknown".into();
         }
     }
     c
+}
+
+/// How long a read waits for a container's lock to see an exit that is
+/// being recorded.
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A record that says RUNNING while containerd has no task for it: an exit
+/// being recorded right now (its handler deleted the task and holds the
+/// container's lock until the record is written), or a task lost with
+/// containerd's state.
+fn task_vanished(c: &Container, task: Option<&TaskInfo>) -> bool {
+    task.is_none() && status_of(c) == ContainerStatus::Running
 }
 
 impl Manager {
@@ -587,19 +602,53 @@ impl Manager {
     /// quarantined too).
     pub async fn list(&self, all: bool) -> Result<Vec<Container>> {
         let loaded = self.store(|s| s.load_all()).await?;
-        let tasks = self.containerd.list_tasks().await?;
-        let out = loaded
+        let tasks: HashMap<String, TaskInfo> = self
+            .containerd
+            .list_tasks()
+            .await?
             .into_iter()
-            .map(|l| match l {
+            .map(|t| (t.id.clone(), t))
+            .collect();
+        let mut out = Vec::with_capacity(loaded.len());
+        for l in loaded {
+            let c = match l {
                 Loaded::Ok(c) => {
                     let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
-                    observe(c, tasks.iter().find(|t| t.id == name))
+                    let task = tasks.get(&name);
+                    if task_vanished(&c, task) {
+                        match self.settled(&name, c).await? {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    } else {
+                        observe(c, task)
+                    }
                 }
                 Loaded::Quarantined { name, reason, .. } => quarantined(&name, &reason),
-            })
-            .filter(|c| all || status_of(c) == ContainerStatus::Running)
-            .collect();
+            };
+            if all || status_of(&c) == ContainerStatus::Running {
+                out.push(c);
+            }
+        }
         Ok(out)
+    }
+
+    /// One container read again under its lock, so that an exit being
+    /// recorded shows with its real exit code; `None` once removed. Should
+    /// the lock stay held (a stuck operation), `seen` shows as it is.
+    async fn settled(&self, name: &str, seen: Container) -> Result<Option<Container>> {
+        let Ok(guard) = tokio::time::timeout(SETTLE_WAIT, self.lock(name)).await else {
+            return Ok(Some(observe(seen, None)));
+        };
+        let _guard = guard?;
+        Ok(match self.get(name).await? {
+            None => None,
+            Some(Loaded::Quarantined { reason, .. }) => Some(quarantined(name, &reason)),
+            Some(Loaded::Ok(c)) => {
+                let task = self.task(name).await?;
+                Some(observe(c, task.as_ref()))
+            }
+        })
     }
 
     /// Everything known about one container.
@@ -610,6 +659,9 @@ impl Manager {
             Some(Loaded::Quarantined { reason, .. }) => Ok(quarantined(name, &reason)),
             Some(Loaded::Ok(c)) => {
                 let task = self.task(name).await?;
+                if task_vanished(&c, task.as_ref()) {
+                    return self.settled(name, c).await?.ok_or_else(|| not_found(name));
+                }
                 Ok(observe(c, task.as_ref()))
             }
         }

@@ -208,7 +208,8 @@ fn serve(flags: &Flags) -> Result<()> {
             reaper,
             Arc::new(publisher.clone()),
             shutdown.clone(),
-        ));
+        )
+        .with_socket(socket_path(&flags.socket)));
         let task: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(shim));
         let v2 = create_task(task.clone());
         let v3 = create_task(task)

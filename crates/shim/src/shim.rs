@@ -88,6 +88,8 @@ pub struct TaskShim {
     events: Arc<dyn EventSink>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     shutdown: Arc<Notify>,
+    /// The task socket's path, unlinked as soon as shutdown begins.
+    socket: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TaskShim {
@@ -115,7 +117,30 @@ impl TaskShim {
             events,
             containers: Mutex::new(HashMap::new()),
             shutdown,
+            socket: None,
         }
+    }
+
+    /// The path of the socket this shim serves on. It is unlinked the
+    /// moment shutdown begins, before Shutdown is answered: a task created
+    /// again under the same id right after (a restart policy) must get a
+    /// new shim, not connect to this one while it drains and exits.
+    #[must_use]
+    pub fn with_socket(mut self, path: impl Into<PathBuf>) -> Self {
+        self.socket = Some(path.into());
+        self
+    }
+
+    /// Unlinks the socket and wakes the serve loop.
+    fn begin_shutdown(&self) {
+        if let Some(path) = &self.socket {
+            if let Err(e) = std::fs::remove_file(path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(path = %path.display(), error = %e, "remove task socket");
+                }
+            }
+        }
+        self.shutdown.notify_one();
     }
 
     fn containers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
@@ -692,7 +717,7 @@ impl TaskShim {
             if let Some(shim) = shim.upgrade() {
                 if shim.containers().is_empty() {
                     tracing::info!("no task left and no Shutdown received; exiting");
-                    shim.shutdown.notify_one();
+                    shim.begin_shutdown();
                 }
             }
         });
@@ -702,7 +727,7 @@ impl TaskShim {
     pub fn shutdown(&self, now: bool) {
         if now || self.containers().is_empty() {
             tracing::info!("shutting down");
-            self.shutdown.notify_one();
+            self.begin_shutdown();
         }
     }
 }
@@ -748,4 +773,37 @@ async fn read_pid(path: &Path) -> Result<u32> {
     s.trim()
         .parse()
         .map_err(|_| Error::Other(format!("pid file {} holds {s:?}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct NoEvents;
+    impl EventSink for NoEvents {
+        fn publish(&self, _event: crate::publisher::Event) {}
+    }
+
+    #[tokio::test]
+    async fn shutdown_unlinks_the_task_socket_before_it_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let notify = Arc::new(Notify::new());
+        let shim = TaskShim::new(
+            "ns",
+            "runc",
+            Reaper::new(),
+            Arc::new(NoEvents),
+            notify.clone(),
+        )
+        .with_socket(&socket);
+        shim.shutdown(false);
+        // A `start` for the same id right now must bind its own socket
+        // rather than find this shim still listening there.
+        assert!(!socket.exists());
+        tokio::time::timeout(Duration::from_secs(1), notify.notified())
+            .await
+            .unwrap();
+    }
 }
