@@ -62,6 +62,64 @@ pub enum Command {
     /// Re-create a container's task from one of its checkpoints and start
     /// it; the container must not be running.
     Restore(CheckpointArgs),
+    /// Write a checkpoint, the container's rootfs changes and its config to
+    /// one archive file (for `holdfast import` on another host).
+    Export(ExportArgs),
+    /// Create a container and its checkpoint from an archive `holdfast
+    /// export` wrote; print the container's and the checkpoint's names.
+    /// Start it with `holdfast restore NAME CHECKPOINT`.
+    Import(ImportArgs),
+    /// Move a running container to another holdfastd: checkpoint it, send
+    /// it, restore it there, then remove it here.
+    Migrate(MigrateArgs),
+}
+
+/// Arguments of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The container.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The checkpoint.
+    #[arg(value_name = "CHECKPOINT")]
+    pub checkpoint: String,
+    /// The archive file to write (mode 0600; replaced only once the whole
+    /// archive arrived).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: std::path::PathBuf,
+}
+
+/// Arguments of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The archive file.
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// The new container's name (default: the archive's).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// For a container with a rootfs folder: the folder on this host
+    /// (default: the archive's path, which must exist here).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<String>,
+}
+
+/// Arguments of `migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The container (running).
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// The target holdfastd's socket, unix:///path.
+    #[arg(long = "to", value_name = "ADDRESS")]
+    pub to: String,
+    /// The container's name on the target (default: the same).
+    #[arg(long = "name", value_name = "NEW_NAME")]
+    pub new_name: Option<String>,
+    /// Keep the container here (stopped at the checkpoint) once it runs on
+    /// the target.
+    #[arg(long)]
+    pub keep_source: bool,
 }
 
 /// `holdfast checkpoint ...`.

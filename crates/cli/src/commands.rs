@@ -46,6 +46,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Events(args) => events(client, args).await,
         Command::Checkpoint(command) => crate::checkpoint::checkpoint(client, command).await,
         Command::Restore(args) => crate::checkpoint::restore(client, args).await,
+        Command::Export(args) => crate::transfer::export(client, args).await,
+        Command::Import(args) => crate::transfer::import(client, args).await,
+        Command::Migrate(args) => crate::transfer::migrate(client, args).await,
     }
 }
 

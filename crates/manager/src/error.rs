@@ -100,6 +100,20 @@ pub enum Error {
     /// A container's log journal could not be read.
     #[error("journal: {0}")]
     Journal(#[from] holdfast_journal::JournalError),
+    /// A checkpoint archive that cannot be imported (corrupt, hostile, too
+    /// large, of another format version) or written.
+    #[error("archive: {0}")]
+    Archive(#[from] holdfast_archive::ArchiveError),
+    /// Another holdfastd (a migration's target) refused or failed a call.
+    #[error("holdfastd at {target}: {op}: {}", status.message())]
+    Remote {
+        /// Its address, `unix:///path`.
+        target: String,
+        /// The call, e.g. `import`.
+        op: &'static str,
+        /// Its answer (the code is passed on).
+        status: tonic::Status,
+    },
     /// A bug or an unexpected state.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,6 +145,15 @@ impl Error {
         }
     }
 
+    /// An [`Error::Remote`] for call `op` of the holdfastd at `target`.
+    pub fn remote(target: &str, op: &'static str, status: tonic::Status) -> Error {
+        Error::Remote {
+            target: target.to_owned(),
+            op,
+            status,
+        }
+    }
+
     /// The gRPC code this error is reported with.
     pub fn code(&self) -> tonic::Code {
         match self {
@@ -144,6 +167,8 @@ impl Error {
             }
             Error::Unavailable(_) => tonic::Code::Unavailable,
             Error::Containerd(e) => containerd_code(e),
+            Error::Archive(e) => archive_code(e),
+            Error::Remote { status, .. } => status.code(),
             Error::Spec(crate::spec::Error::Invalid { .. }) => tonic::Code::InvalidArgument,
             Error::Spec(crate::spec::Error::ImageConfig(_)) => tonic::Code::FailedPrecondition,
             Error::Spec(crate::spec::Error::Oci(_))
@@ -171,6 +196,20 @@ fn containerd_code(e: &crate::containerd::Error) -> tonic::Code {
         }
         E::Spec(crate::spec::Error::Invalid { .. }) => tonic::Code::InvalidArgument,
         E::Namespace(_) | E::Rpc { .. } | E::Spec(_) | E::Io { .. } => tonic::Code::Internal,
+    }
+}
+
+/// The code of an archive error: the archive's fault (corrupt, hostile,
+/// over a limit) is `InvalidArgument`, a format this holdfast does not read
+/// `FailedPrecondition`, a local file problem `Internal`.
+fn archive_code(e: &holdfast_archive::ArchiveError) -> tonic::Code {
+    use holdfast_archive::ArchiveError as A;
+    match e {
+        A::Io { .. } | A::Output(_) | A::NoParent(_) | A::NonUtf8Path(_) => tonic::Code::Internal,
+        A::UnsupportedVersion { .. } => tonic::Code::FailedPrecondition,
+        A::DestinationExists(_) => tonic::Code::AlreadyExists,
+        A::SourceChanged { .. } => tonic::Code::Aborted,
+        _ => tonic::Code::InvalidArgument,
     }
 }
 
@@ -305,6 +344,45 @@ mod tests {
                 }),
                 Code::Internal,
                 "journal: read /j/init/stdout.0000000001.log: denied",
+            ),
+            (
+                Error::Archive(holdfast_archive::ArchiveError::Truncated),
+                Code::InvalidArgument,
+                "archive: corrupt archive: the stream ends early (truncated)",
+            ),
+            (
+                Error::Archive(holdfast_archive::ArchiveError::UnsafePath {
+                    path: "../x".into(),
+                    reason: "has a '..' component",
+                }),
+                Code::InvalidArgument,
+                "archive: unsafe entry path \"../x\"",
+            ),
+            (
+                Error::Archive(holdfast_archive::ArchiveError::UnsupportedVersion {
+                    found: 9,
+                    supported: 1,
+                }),
+                Code::FailedPrecondition,
+                "archive: archive format version 9 is not supported",
+            ),
+            (
+                Error::Archive(holdfast_archive::ArchiveError::Io {
+                    op: "create",
+                    path: "/x".into(),
+                    source: io_err(),
+                }),
+                Code::Internal,
+                "archive: create /x: denied",
+            ),
+            (
+                Error::remote(
+                    "unix:///t.sock",
+                    "import",
+                    tonic::Status::already_exists("container \"web\" already exists"),
+                ),
+                Code::AlreadyExists,
+                "holdfastd at unix:///t.sock: import: container \"web\" already exists",
             ),
             (
                 Error::Internal("oops".into()),

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod declared;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -14,6 +15,7 @@ pub mod logs;
 pub mod manager;
 pub mod notify;
 pub mod restart;
+pub mod rootfs_changes;
 pub mod server;
 pub mod startup;
 pub mod stop;

@@ -33,16 +33,20 @@ use crate::validate::{parse_signal, validate_name, validate_spec};
 
 mod checkpoint;
 mod lifecycle;
+mod migrate;
 mod monitor;
 mod reconcile;
 mod shutdown;
+mod transfer;
 
 pub use checkpoint::{generated_name, CheckpointRequest, CHECKPOINTS_DIR, CHECKPOINT_WORK_DIR};
 use lifecycle::{Life, Starter};
 pub use lifecycle::{Phase, UNKNOWN_EXIT_CODE};
 pub use monitor::Monitor;
 pub use reconcile::{decide, Action, StartupReport};
+pub use migrate::{MigrateRequest, Migrated};
 pub use shutdown::{ShutdownReport, QUIESCE_TIMEOUT};
+pub use transfer::{ExportChunk, ExportStream, ImportData, ImportRequest, IMPORTS_DIR};
 
 /// SIGKILL's number.
 const SIGKILL: u32 = 9;
@@ -276,50 +280,64 @@ impl Manager {
         async {
             validate_spec(&spec)?;
             let _guard = self.lock(&name).await?;
-            if self.get(&name).await?.is_some() {
-                return Err(Error::AlreadyExists {
-                    what: format!("container {name:?}"),
-                });
-            }
-            let image = if spec.image.is_empty() {
-                None
-            } else {
-                Some(self.containerd.image(&spec.image).await?)
-            };
-            let image_config = image.as_ref().map(|i| &i.config);
-            let oci = spec::build(&spec, image_config, &self.spec_opts)?;
-            let labels = spec::container_labels(&spec, image_config);
-            let root = if spec.image.is_empty() {
-                RootSource::Folder(PathBuf::from(&spec.rootfs))
-            } else {
-                RootSource::Image(spec.image.clone())
-            };
-            // containerd's AlreadyExists (a container without a record) is
-            // not ours to undo.
-            let created = self
-                .containerd
-                .create(&name, &oci, &root, labels, &self.new_shim_options())
-                .await?;
-            let record = Container {
-                spec: Some(spec),
-                state: Some(ContainerState {
-                    status: ContainerStatus::Created as i32,
-                    ..Default::default()
-                }),
-                created_at: now(),
-                log_dir: created.journal_dir.display().to_string(),
-            };
-            if let Err(e) = self.put(&record).await {
-                warn!(error = %e, "writing the record failed; undoing the create");
-                self.undo_create(&name).await;
-                return Err(e);
-            }
-            info!(pid = created.pid, "container created");
-            self.event(&name, "create", 0, "");
-            Ok(record)
+            self.create_locked(spec, true).await
         }
         .instrument(info_span!("create", container = %name))
         .await
+    }
+
+    /// [`Manager::create`] of a validated spec, the container's lock held;
+    /// without `with_task` only the containerd container (and an image's
+    /// snapshot) is made, for a task created later from a checkpoint.
+    async fn create_locked(&self, spec: ContainerSpec, with_task: bool) -> Result<Container> {
+        let name = spec.name.clone();
+        if self.get(&name).await?.is_some() {
+            return Err(Error::AlreadyExists {
+                what: format!("container {name:?}"),
+            });
+        }
+        let image = if spec.image.is_empty() {
+            None
+        } else {
+            Some(self.containerd.image(&spec.image).await?)
+        };
+        let image_config = image.as_ref().map(|i| &i.config);
+        let oci = spec::build(&spec, image_config, &self.spec_opts)?;
+        let labels = spec::container_labels(&spec, image_config);
+        let root = if spec.image.is_empty() {
+            RootSource::Folder(PathBuf::from(&spec.rootfs))
+        } else {
+            RootSource::Image(spec.image.clone())
+        };
+        // containerd's AlreadyExists (a container without a record) is
+        // not ours to undo.
+        let options = self.new_shim_options();
+        let created = if with_task {
+            self.containerd
+                .create(&name, &oci, &root, labels, &options)
+                .await?
+        } else {
+            self.containerd
+                .create_without_task(&name, &oci, &root, labels, &options)
+                .await?
+        };
+        let record = Container {
+            spec: Some(spec),
+            state: Some(ContainerState {
+                status: ContainerStatus::Created as i32,
+                ..Default::default()
+            }),
+            created_at: now(),
+            log_dir: created.journal_dir.display().to_string(),
+        };
+        if let Err(e) = self.put(&record).await {
+            warn!(error = %e, "writing the record failed; undoing the create");
+            self.undo_create(&name).await;
+            return Err(e);
+        }
+        info!(pid = created.pid, "container created");
+        self.event(&name, "create", 0, "");
+        Ok(record)
     }
 
     /// Removes the task, container and journal of a create that failed

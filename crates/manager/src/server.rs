@@ -12,20 +12,21 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use holdfast_api::v1::containers_server::{Containers, ContainersServer};
 use holdfast_api::v1::{
-    exec_request, exec_response, CreateCheckpointRequest, CreateCheckpointResponse, CreateRequest,
-    CreateResponse, Event, EventsRequest, ExecRequest, ExecResponse, InspectRequest,
+    exec_request, exec_response, import_request, CreateCheckpointRequest,
+    CreateCheckpointResponse, CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest,
+    ExecResponse, ExportRequest, ExportResponse, ImportRequest, ImportResponse, InspectRequest,
     InspectResponse, KillRequest, KillResponse, ListCheckpointsRequest, ListCheckpointsResponse,
-    ListRequest, ListResponse, LogsRequest, LogsResponse, RemoveCheckpointRequest,
-    RemoveCheckpointResponse, RemoveRequest, RemoveResponse, RestartRequest, RestartResponse,
-    RestoreRequest, RestoreResponse, StartRequest, StartResponse, StopRequest, StopResponse,
-    WaitRequest, WaitResponse,
+    ListRequest, ListResponse, LogsRequest, LogsResponse, MigrateRequest, MigrateResponse,
+    RemoveCheckpointRequest, RemoveCheckpointResponse, RemoveRequest, RemoveResponse,
+    RestartRequest, RestartResponse, RestoreRequest, RestoreResponse, StartRequest,
+    StartResponse, StopRequest, StopResponse, WaitRequest, WaitResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::exec::{ExecInput, ExecOptions, ExecOutput};
 use crate::logs::{LogChunk, LogsOptions};
-use crate::manager::{CheckpointRequest, Manager};
+use crate::manager::{self, CheckpointRequest, Manager};
 
 /// The `Containers` service over a [`Manager`].
 #[derive(Debug, Clone)]
@@ -258,6 +259,109 @@ impl Containers for Service {
         Ok(Response::new(RestoreResponse {
             container: Some(container),
         }))
+    }
+
+    type ExportStream = BoxStream<'static, Result<ExportResponse, Status>>;
+
+    async fn export(
+        &self,
+        request: Request<ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let req = request.into_inner();
+        let stream = self
+            .manager
+            .export(&req.container, &req.checkpoint)
+            .await?;
+        Ok(Response::new(
+            stream
+                .map(|r| {
+                    r.map(|c| ExportResponse {
+                        data: c.data,
+                        done_bytes: c.done,
+                        total_bytes: c.total,
+                    })
+                    .map_err(Status::from)
+                })
+                .boxed(),
+        ))
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let mut requests = request.into_inner();
+        let options = match requests.message().await?.and_then(|m| m.msg) {
+            Some(import_request::Msg::Options(o)) => o,
+            _ => {
+                return Err(
+                    Error::invalid("import", "the first message must be the options").into(),
+                )
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(forward_import_data(requests, tx));
+        let (container, checkpoint) = self
+            .manager
+            .import(
+                manager::ImportRequest {
+                    name: options.name,
+                    rootfs: options.rootfs,
+                },
+                rx,
+            )
+            .await?;
+        Ok(Response::new(ImportResponse {
+            container: Some(container),
+            checkpoint: Some(checkpoint),
+        }))
+    }
+
+    async fn migrate(
+        &self,
+        request: Request<MigrateRequest>,
+    ) -> Result<Response<MigrateResponse>, Status> {
+        let req = request.into_inner();
+        let migrated = self
+            .manager
+            .migrate(manager::MigrateRequest {
+                container: req.container,
+                target: req.target,
+                name: req.name,
+                keep_source: req.keep_source,
+            })
+            .await?;
+        Ok(Response::new(MigrateResponse {
+            container: Some(migrated.container),
+            checkpoint: migrated.checkpoint,
+            bytes: migrated.bytes,
+        }))
+    }
+}
+
+/// Passes an import's data messages on to the manager until the client's
+/// stream ends (a repeated options message is ignored); a failed stream is
+/// passed on as an error, so the archive reads as cut short.
+async fn forward_import_data(
+    mut requests: Streaming<ImportRequest>,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Vec<u8>>>,
+) {
+    loop {
+        let item = match requests.message().await {
+            Ok(Some(ImportRequest {
+                msg: Some(import_request::Msg::Data(data)),
+            })) => Ok(data),
+            Ok(Some(_)) => continue,
+            Ok(None) => return,
+            Err(status) => Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                format!("the client's stream failed: {}", status.message()),
+            )),
+        };
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
     }
 }
 

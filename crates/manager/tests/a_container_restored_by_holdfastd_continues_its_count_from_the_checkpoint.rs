@@ -13,64 +13,16 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::cli::{entries, Holdfastd};
+use common::count::{check_private, code, counts, run_counter, wait_counts, wait_status, WAIT};
 use holdfast_api::v1::{
     CreateCheckpointRequest, ListCheckpointsRequest, RemoveCheckpointRequest, RestoreRequest,
 };
 use holdfast_integration::{each_version, Containerd as Fixture};
 use tonic::Code;
-
-const WAIT: Duration = Duration::from_secs(30);
-/// Counts in memory: nothing but the shell's variable holds the count.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"count $i\"; sleep 0.1; done";
-
-/// The counts of `holdfast logs NAME`, in order.
-fn counts(hd: &Holdfastd, name: &str) -> Result<Vec<u64>> {
-    let out = hd.run(&["logs", name], None)?.ok()?;
-    out.lines()
-        .map(|l| {
-            l.strip_prefix("count ")
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("not a count line: {l:?}"))
-        })
-        .collect()
-}
-
-/// Polls the logs until they hold at least `n` counts.
-fn wait_counts(hd: &Holdfastd, name: &str, n: usize) -> Result<Vec<u64>> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let c = counts(hd, name)?;
-        if c.len() >= n {
-            return Ok(c);
-        }
-        if Instant::now() > deadline {
-            bail!("{name} printed {} counts in {WAIT:?}, not {n}", c.len());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `inspect` until the container's status is `status`.
-fn wait_status(hd: &Holdfastd, name: &str, status: &str) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = hd.run(&["inspect", name], None)?.ok()?;
-        let json: serde_json::Value = serde_json::from_str(&out)?;
-        if json[0]["state"]["status"] == status {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{name} is not {status} after {WAIT:?}: {out}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `1..=k` followed by `from, from+1, ...` (at least 10 of them): the
 /// first run's lines, then the restored run's. Returns `k`.
@@ -105,41 +57,6 @@ fn check_one_stream(counts: &[u64], from: u64) -> Result<usize> {
     Ok(k)
 }
 
-/// The gRPC code of an answer.
-fn code<T>(answer: Result<tonic::Response<T>, tonic::Status>) -> Code {
-    match answer {
-        Ok(_) => Code::Ok,
-        Err(s) => s.code(),
-    }
-}
-
-fn mode(path: &Path) -> Result<u32> {
-    Ok(std::fs::metadata(path)
-        .with_context(|| format!("stat {}", path.display()))?
-        .permissions()
-        .mode()
-        & 0o777)
-}
-
-/// Checkpoint folders and images are root-only.
-fn check_private(hd: &Holdfastd, name: &str, checkpoint: &str) -> Result<()> {
-    let root = hd.root.join("checkpoints");
-    let dir = root.join(name).join(checkpoint);
-    for d in [&root, &root.join(name), &dir] {
-        ensure!(mode(d)? == 0o700, "{} is {:o}", d.display(), mode(d)?);
-    }
-    ensure!(
-        dir.join("inventory.img").is_file(),
-        "no CRIU images in {}",
-        dir.display()
-    );
-    for f in entries(&dir) {
-        let m = mode(&dir.join(&f))?;
-        ensure!(m & 0o077 == 0, "{f} in {} is {m:o}", dir.display());
-    }
-    Ok(())
-}
-
 /// containerd unpacks the images a task is restored from into
 /// `$XDG_RUNTIME_DIR/ctrd-checkpoint*` (the fixture's `xdg` folder) and
 /// never removes them: holdfastd does once the task started.
@@ -165,14 +82,7 @@ fn wait_unpacked_removed(cd: &Fixture) -> Result<()> {
 }
 
 fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()> {
-    hd.run(
-        &[
-            "run", "-d", "--name", name, "--rootfs", rootfs, "--", "/bin/sh", "-c", COUNTER,
-        ],
-        None,
-    )?
-    .ok()?;
-    wait_counts(hd, name, 10)?;
+    run_counter(hd, name, rootfs)?;
 
     // Leave running, kill, restore: the count goes on from the checkpoint.
     let made = hd

@@ -190,6 +190,23 @@ impl Containerd {
         Ok(resp.into_inner().mounts)
     }
 
+    /// The folder holding what container `id`'s processes changed on its
+    /// rootfs: the `upperdir` of its overlayfs snapshot (a snapshot without
+    /// parent is a bind mount of that folder). `None` for a rootfs-folder
+    /// container; FailedPrecondition for a snapshot of another kind.
+    pub async fn rootfs_changes_dir(&self, id: &str) -> Result<Option<PathBuf>> {
+        let container = self.container(id).await?;
+        if container.snapshot_key.is_empty() {
+            return Ok(None);
+        }
+        let mounts = self.rootfs_mounts(id, Path::new("/")).await?;
+        changes_dir(&mounts).map(Some).ok_or_else(|| {
+            Error::FailedPrecondition(format!(
+                "container {id}: its snapshot is not an overlayfs one; its rootfs changes cannot be found"
+            ))
+        })
+    }
+
     /// Creates task `id` (its container exists) from the checkpoint
     /// `packed` on `rootfs`, not started: the shim's Start restores it.
     /// The tar goes to the content store under a lease that is deleted
@@ -308,6 +325,20 @@ impl Containerd {
     }
 }
 
+/// The upper folder of an overlay mount (`upperdir=`), or the source of a
+/// lone bind mount (a snapshot with no parent layer).
+pub fn changes_dir(mounts: &[Mount]) -> Option<PathBuf> {
+    match mounts {
+        [m] if m.r#type == "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(PathBuf::from),
+        [m] if m.r#type == "bind" => Some(PathBuf::from(&m.source)),
+        _ => None,
+    }
+}
+
 /// Reads the tar in [`UPLOAD_CHUNK`] pieces into content write messages,
 /// the last one committing with the digest; stops when the receiver goes.
 async fn send_chunks(
@@ -350,6 +381,36 @@ async fn send_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_changes_of_a_snapshot_are_its_upper_folder() {
+        let overlay = Mount {
+            r#type: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                "index=off".into(),
+                "workdir=/s/2/work".into(),
+                "upperdir=/s/2/fs".into(),
+                "lowerdir=/s/1/fs".into(),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(changes_dir(&[overlay.clone()]), Some(PathBuf::from("/s/2/fs")));
+        let bind = Mount {
+            r#type: "bind".into(),
+            source: "/s/3/fs".into(),
+            options: vec!["rbind".into(), "rw".into()],
+            ..Default::default()
+        };
+        assert_eq!(changes_dir(&[bind]), Some(PathBuf::from("/s/3/fs")));
+        let other = Mount {
+            r#type: "btrfs".into(),
+            ..Default::default()
+        };
+        assert_eq!(changes_dir(&[other]), None);
+        assert_eq!(changes_dir(&[overlay.clone(), overlay]), None);
+        assert_eq!(changes_dir(&[]), None);
+    }
 
     #[test]
     fn checkpoint_options_encode_with_runcs_field_numbers() {

@@ -270,6 +270,34 @@ impl Containerd {
         labels: HashMap<String, String>,
         options: &ShimOptions,
     ) -> Result<Created> {
+        self.create_inner(id, spec, root, labels, options, true)
+            .await
+    }
+
+    /// Like [`Containerd::create`] but without a task: the container and,
+    /// for an image, its snapshot (prepared, so it can receive rootfs
+    /// changes before a task is created from a checkpoint). `pid` is 0.
+    pub async fn create_without_task(
+        &self,
+        id: &str,
+        spec: &Spec,
+        root: &RootSource,
+        labels: HashMap<String, String>,
+        options: &ShimOptions,
+    ) -> Result<Created> {
+        self.create_inner(id, spec, root, labels, options, false)
+            .await
+    }
+
+    async fn create_inner(
+        &self,
+        id: &str,
+        spec: &Spec,
+        root: &RootSource,
+        labels: HashMap<String, String>,
+        options: &ShimOptions,
+        with_task: bool,
+    ) -> Result<Created> {
         let span = tracing::info_span!("containerd.create", container = id);
         let _enter = span.enter();
         let spec_json = serde_json::to_vec(spec).map_err(crate::spec::Error::ImageConfig)?;
@@ -317,16 +345,23 @@ impl Containerd {
             }))
             .await
             .map_err(|s| Error::from_status("containers.create", id, s))?;
-        match self.create_task(id, spec, root, image_chain).await {
+        let made = async {
+            let rootfs = self.prepare_rootfs(id, root, image_chain).await?;
+            if !with_task {
+                return Ok(0);
+            }
+            self.create_task(id, spec, rootfs).await
+        };
+        match made.await {
             Ok(pid) => {
-                tracing::info!(pid, "task created");
+                tracing::info!(pid, with_task, "container created");
                 Ok(Created {
                     pid,
                     journal_dir: journal_dir(Path::new(&options.dir), &self.namespace, id),
                 })
             }
             Err(e) => {
-                tracing::warn!(error = %e, "task create failed; removing the container");
+                tracing::warn!(error = %e, "create failed; removing the container");
                 if let Err(e2) = self.delete_container(id).await {
                     tracing::warn!(error = %e2, "could not remove the container after a failed create");
                 }
@@ -335,15 +370,16 @@ impl Containerd {
         }
     }
 
-    async fn create_task(
+    /// The rootfs mounts of a new task: a bind mount of the folder, or a
+    /// new snapshot of the image (key `id`) prepared on its chain id.
+    async fn prepare_rootfs(
         &self,
         id: &str,
-        spec: &Spec,
         root: &RootSource,
         image_chain: Option<(String, String)>,
-    ) -> Result<u32> {
-        let rootfs = match (root, image_chain) {
-            (RootSource::Folder(dir), _) => vec![folder_mount(dir)],
+    ) -> Result<Vec<Mount>> {
+        match (root, image_chain) {
+            (RootSource::Folder(dir), _) => Ok(vec![folder_mount(dir)]),
             (RootSource::Image(_), Some((image, chain_id))) => {
                 let resp = self
                     .snapshots()
@@ -355,23 +391,22 @@ impl Containerd {
                     }))
                     .await;
                 match resp {
-                    Ok(r) => r.into_inner().mounts,
-                    Err(s) if s.code() == tonic::Code::NotFound => {
-                        return Err(Error::ImageNotUnpacked {
-                            image,
-                            snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
-                        })
-                    }
-                    Err(s) => return Err(Error::from_status("snapshots.prepare", id, s)),
+                    Ok(r) => Ok(r.into_inner().mounts),
+                    Err(s) if s.code() == tonic::Code::NotFound => Err(Error::ImageNotUnpacked {
+                        image,
+                        snapshotter: DEFAULT_SNAPSHOTTER.to_string(),
+                    }),
+                    Err(s) => Err(Error::from_status("snapshots.prepare", id, s)),
                 }
             }
-            (RootSource::Image(image), None) => {
-                return Err(Error::Image {
-                    image: image.clone(),
-                    reason: "no chain id".to_string(),
-                })
-            }
-        };
+            (RootSource::Image(image), None) => Err(Error::Image {
+                image: image.clone(),
+                reason: "no chain id".to_string(),
+            }),
+        }
+    }
+
+    async fn create_task(&self, id: &str, spec: &Spec, rootfs: Vec<Mount>) -> Result<u32> {
         let terminal = spec
             .process()
             .as_ref()

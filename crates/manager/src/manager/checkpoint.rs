@@ -20,6 +20,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use super::{now, remove_dir_if_any, Manager};
 use crate::containerd::{self, CheckpointOptions, TaskStatus};
+use crate::declared::CheckpointFlags;
 use crate::error::{Error, Result};
 use crate::validate::{validate_checkpoint_name, validate_name};
 
@@ -28,7 +29,7 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 /// The folder of CRIU's work files and restore tars, under the root.
 pub const CHECKPOINT_WORK_DIR: &str = "checkpoint-work";
 /// The file every CRIU image folder holds.
-const INVENTORY: &str = "inventory.img";
+pub(super) const INVENTORY: &str = "inventory.img";
 /// How containerd names the folders it unpacks a checkpoint into
 /// (`os.MkdirTemp(..., "ctrd-checkpoint")`).
 const UNPACKED_PREFIX: &str = "ctrd-checkpoint";
@@ -96,7 +97,7 @@ pub fn generated_name(at: std::time::SystemTime) -> String {
     )
 }
 
-fn checkpoint_not_found(container: &str, name: &str) -> Error {
+pub(super) fn checkpoint_not_found(container: &str, name: &str) -> Error {
     Error::NotFound {
         what: format!("checkpoint {name:?} of container {container:?}"),
     }
@@ -105,7 +106,7 @@ fn checkpoint_not_found(container: &str, name: &str) -> Error {
 /// Creates `dir` and its missing parents up to (not including) `base`,
 /// each mode 0700, and sets 0700 on `dir` and the folders between (also
 /// when they existed).
-async fn private_dirs(base: &Path, dir: &Path) -> Result<()> {
+pub(super) async fn private_dirs(base: &Path, dir: &Path) -> Result<()> {
     tokio::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -123,6 +124,33 @@ async fn private_dirs(base: &Path, dir: &Path) -> Result<()> {
             .map_err(|e| Error::io("chmod 0700", d, e))?;
     }
     Ok(())
+}
+
+/// The record of checkpoint `name` of `container` whose images are in
+/// `dir`: their size (counted off the async threads), now, `flags`.
+pub(super) async fn describe(
+    container: &str,
+    name: &str,
+    dir: &Path,
+    flags: &CheckpointFlags,
+) -> Result<Checkpoint> {
+    let size = {
+        let d = dir.to_path_buf();
+        tokio::task::spawn_blocking(move || dir_size(&d))
+            .await
+            .map_err(|e| Error::Internal(format!("size task: {e}")))?
+            .map_err(|e| Error::io("size", dir, e))?
+    };
+    Ok(Checkpoint {
+        container: container.to_owned(),
+        name: name.to_owned(),
+        created_at: now(),
+        size_bytes: size,
+        leave_running: flags.leave_running,
+        tcp_established: flags.tcp_established,
+        file_locks: flags.file_locks,
+        path: dir.display().to_string(),
+    })
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
@@ -238,22 +266,17 @@ impl Manager {
             return Err(e.into());
         }
         remove_dir_if_any(&work).await;
-        let size = {
-            let d = dir.clone();
-            tokio::task::spawn_blocking(move || dir_size(&d))
-                .await
-                .map_err(|e| Error::Internal(format!("size task: {e}")))?
-                .map_err(|e| Error::io("size", &dir, e))?
-        };
-        let checkpoint = Checkpoint {
-            container: container.to_owned(),
-            name: name.clone(),
-            created_at: now(),
-            size_bytes: size,
+        let flags = CheckpointFlags {
             leave_running: req.leave_running,
             tcp_established: req.tcp_established,
             file_locks: req.file_locks,
-            path: dir.display().to_string(),
+        };
+        let checkpoint = match describe(container, &name, &dir, &flags).await {
+            Ok(c) => c,
+            Err(e) => {
+                remove_dir_if_any(&dir).await;
+                return Err(e);
+            }
         };
         let cp = checkpoint.clone();
         if let Err(e) = self.store(move |s| s.put_checkpoint(&cp)).await {
@@ -264,7 +287,7 @@ impl Manager {
             self.record_checkpoint_exit(container).await?;
         }
         info!(
-            size_bytes = size,
+            size_bytes = checkpoint.size_bytes,
             leave_running = req.leave_running,
             "checkpoint created"
         );
@@ -285,7 +308,7 @@ impl Manager {
         self.record_exit(record, exit, false).await
     }
 
-    async fn get_checkpoint(&self, container: &str, name: &str) -> Result<Option<Checkpoint>> {
+    pub(super) async fn get_checkpoint(&self, container: &str, name: &str) -> Result<Option<Checkpoint>> {
         let (c, n) = (container.to_owned(), name.to_owned());
         self.store(move |s| s.get_checkpoint(&c, &n)).await
     }

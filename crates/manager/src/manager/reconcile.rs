@@ -131,6 +131,8 @@ impl Manager {
         let mut report = StartupReport::default();
         let t = Instant::now();
         self.life.set_phase(Phase::Loading);
+        // Staging folders of imports a killed holdfastd did not finish.
+        super::remove_dir_if_any(&self.config.root.join(super::IMPORTS_DIR)).await;
         let (records, permits) = self.phase1_load(&mut report).await?;
         report.phase_times[0] = t.elapsed();
         info!(
