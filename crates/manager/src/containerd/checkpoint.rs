@@ -153,14 +153,28 @@ impl Containerd {
             type_url: CHECKPOINT_OPTIONS_TYPE.to_string(),
             value: prost::Message::encode_to_vec(options),
         };
-        self.tasks()
+        let answer = self
+            .tasks()
             .checkpoint(self.req(CheckpointTaskRequest {
                 container_id: id.to_string(),
                 parent_checkpoint: String::new(),
                 options: Some(any),
             }))
-            .await
-            .map_err(|s| Error::from_status("tasks.checkpoint", id, s))?;
+            .await;
+        match answer {
+            Ok(_) => {}
+            // After the shim's dump containerd stores its own temporary
+            // folder (empty here: the images went to image_path) in its
+            // content store; when an earlier checkpoint stored the same
+            // empty tar and it is not collected yet, that write fails
+            // (seen on 1.6 with two checkpoints seconds apart) although
+            // the dump is done. holdfastd ignores that content; the
+            // caller checks the images are there.
+            Err(s) if is_content_already_exists(s.message()) => {
+                tracing::debug!(container = id, message = s.message(), "containerd's own copy of the checkpoint exists already; ignored");
+            }
+            Err(s) => return Err(Error::from_status("tasks.checkpoint", id, s)),
+        }
         tracing::info!(container = id, exit = options.exit, "task checkpointed");
         Ok(())
     }
@@ -325,6 +339,12 @@ impl Containerd {
     }
 }
 
+/// Whether containerd's message says that content it was storing exists
+/// already (`content sha256:...: already exists`).
+fn is_content_already_exists(message: &str) -> bool {
+    message.starts_with("content sha256:") && message.ends_with("already exists")
+}
+
 /// The upper folder of an overlay mount (`upperdir=`), or the source of a
 /// lone bind mount (a snapshot with no parent layer).
 pub fn changes_dir(mounts: &[Mount]) -> Option<PathBuf> {
@@ -381,6 +401,15 @@ async fn send_chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_containerds_content_exists_message_is_ignored() {
+        assert!(is_content_already_exists(
+            "content sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef: already exists"
+        ));
+        assert!(!is_content_already_exists("criu failed: already exists"));
+        assert!(!is_content_already_exists("content sha256:5f70: not found"));
+    }
 
     #[test]
     fn the_changes_of_a_snapshot_are_its_upper_folder() {

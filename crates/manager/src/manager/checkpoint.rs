@@ -266,6 +266,13 @@ impl Manager {
             return Err(e.into());
         }
         remove_dir_if_any(&work).await;
+        if !dir.join(INVENTORY).is_file() {
+            remove_dir_if_any(&dir).await;
+            return Err(Error::Internal(format!(
+                "the dump of {container:?} left no CRIU images in {}",
+                dir.display()
+            )));
+        }
         let flags = CheckpointFlags {
             leave_running: req.leave_running,
             tcp_established: req.tcp_established,
