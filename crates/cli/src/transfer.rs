@@ -10,7 +10,9 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use holdfast_api::v1::{import_request, ExportRequest, ImportOptions, ImportRequest, MigrateRequest};
+use holdfast_api::v1::{
+    import_request, ExportRequest, ImportOptions, ImportRequest, MigrateRequest,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncReadExt;
 
@@ -24,9 +26,9 @@ const CHUNK_BYTES: usize = 256 << 10;
 /// A byte progress bar on stderr (hidden when stderr is not a terminal).
 fn progress(total: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
-    if let Ok(style) = ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-    ) {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+    {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(what.to_owned());
@@ -181,7 +183,10 @@ mod tests {
         let p = partial_path(Path::new("/srv/web.hfa")).expect("partial");
         assert_eq!(p.parent(), Some(Path::new("/srv")));
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        assert!(name.starts_with(".web.hfa.") && name.ends_with(".partial"), "{name}");
+        assert!(
+            name.starts_with(".web.hfa.") && name.ends_with(".partial"),
+            "{name}"
+        );
         assert!(partial_path(Path::new("/")).is_err());
     }
 }

@@ -42,9 +42,9 @@ mod transfer;
 pub use checkpoint::{generated_name, CheckpointRequest, CHECKPOINTS_DIR, CHECKPOINT_WORK_DIR};
 use lifecycle::{Life, Starter};
 pub use lifecycle::{Phase, UNKNOWN_EXIT_CODE};
+pub use migrate::{MigrateRequest, Migrated};
 pub use monitor::Monitor;
 pub use reconcile::{decide, Action, StartupReport};
-pub use migrate::{MigrateRequest, Migrated};
 pub use shutdown::{ShutdownReport, QUIESCE_TIMEOUT};
 pub use transfer::{ExportChunk, ExportStream, ImportData, ImportRequest, IMPORTS_DIR};
 

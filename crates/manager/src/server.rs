@@ -12,14 +12,14 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use holdfast_api::v1::containers_server::{Containers, ContainersServer};
 use holdfast_api::v1::{
-    exec_request, exec_response, import_request, CreateCheckpointRequest,
-    CreateCheckpointResponse, CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest,
-    ExecResponse, ExportRequest, ExportResponse, ImportRequest, ImportResponse, InspectRequest,
-    InspectResponse, KillRequest, KillResponse, ListCheckpointsRequest, ListCheckpointsResponse,
-    ListRequest, ListResponse, LogsRequest, LogsResponse, MigrateRequest, MigrateResponse,
-    RemoveCheckpointRequest, RemoveCheckpointResponse, RemoveRequest, RemoveResponse,
-    RestartRequest, RestartResponse, RestoreRequest, RestoreResponse, StartRequest,
-    StartResponse, StopRequest, StopResponse, WaitRequest, WaitResponse,
+    exec_request, exec_response, import_request, CreateCheckpointRequest, CreateCheckpointResponse,
+    CreateRequest, CreateResponse, Event, EventsRequest, ExecRequest, ExecResponse, ExportRequest,
+    ExportResponse, ImportRequest, ImportResponse, InspectRequest, InspectResponse, KillRequest,
+    KillResponse, ListCheckpointsRequest, ListCheckpointsResponse, ListRequest, ListResponse,
+    LogsRequest, LogsResponse, MigrateRequest, MigrateResponse, RemoveCheckpointRequest,
+    RemoveCheckpointResponse, RemoveRequest, RemoveResponse, RestartRequest, RestartResponse,
+    RestoreRequest, RestoreResponse, StartRequest, StartResponse, StopRequest, StopResponse,
+    WaitRequest, WaitResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -268,10 +268,7 @@ impl Containers for Service {
         request: Request<ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
         let req = request.into_inner();
-        let stream = self
-            .manager
-            .export(&req.container, &req.checkpoint)
-            .await?;
+        let stream = self.manager.export(&req.container, &req.checkpoint).await?;
         Ok(Response::new(
             stream
                 .map(|r| {

@@ -46,10 +46,7 @@ struct Pair<'a> {
 impl<'a> Pair<'a> {
     /// A second private containerd next to `a`, and a holdfastd on each.
     fn start(a: &'a Fixture) -> Result<Pair<'a>> {
-        let name = format!(
-            "{}-target",
-            std::thread::current().name().unwrap_or("test")
-        );
+        let name = format!("{}-target", std::thread::current().name().unwrap_or("test"));
         let b = Fixture::start_named(a.version(), &name)?;
         let hd_a = Holdfastd::start(a)?;
         let hd_b = Holdfastd::start(&b)?;
@@ -126,7 +123,11 @@ fn crafted_archive(out: &Path, path: &str, version: u32) -> Result<()> {
         ensure!(raw.len() < 100, "name too long for the test");
         header.as_old_mut().name[..raw.len()].copy_from_slice(raw);
         header.set_entry_type(kind);
-        header.set_mode(if kind == tar::EntryType::Directory { 0o700 } else { 0o600 });
+        header.set_mode(if kind == tar::EntryType::Directory {
+            0o700
+        } else {
+            0o600
+        });
         header.set_size(data.len() as u64);
         header.set_cksum();
         tar.append(&header, data)?;
@@ -181,7 +182,10 @@ fn export_import_restore(p: &Pair, name: &str) -> Result<()> {
         entries(&hd_b.root.join("imports"))
     );
     let listed = hd_b.run(&["checkpoint", "ls", &moved], None)?.ok()?;
-    ensure!(listed.lines().nth(1).is_some_and(|l| l.starts_with("cp1 ")), "{listed}");
+    ensure!(
+        listed.lines().nth(1).is_some_and(|l| l.starts_with("cp1 ")),
+        "{listed}"
+    );
     let spec = &inspect(hd_b, &moved)?["spec"];
     ensure!(spec["rootfs"] == rootfs_b.as_str(), "{spec}");
     ensure!(spec["command"][2] == common::count::COUNTER, "{spec}");
@@ -269,18 +273,35 @@ fn bad_archives_change_nothing(p: &Pair, name: &str) -> Result<()> {
     import(&file, &kept)?.expect_error(125, "already exists: container")?;
     import(&file, "../x")?.expect_error(125, "invalid argument: name \"../x\"")?;
     hd_b.run(
-        &["import", &file.display().to_string(), "--name", &fresh, "--rootfs", "rel/dir"],
+        &[
+            "import",
+            &file.display().to_string(),
+            "--name",
+            &fresh,
+            "--rootfs",
+            "rel/dir",
+        ],
         None,
     )?
     .expect_error(125, "invalid argument: rootfs")?;
     hd_b.run(
-        &["import", &file.display().to_string(), "--name", &fresh, "--rootfs", "/nonexistent/rootfs"],
+        &[
+            "import",
+            &file.display().to_string(),
+            "--name",
+            &fresh,
+            "--rootfs",
+            "/nonexistent/rootfs",
+        ],
         None,
     )?
     .expect_error(125, "/nonexistent/rootfs")?;
     for escaped in [
         hd_b.root.join(&marker),
-        hd_b.root.parent().map(|d| d.join(&marker)).unwrap_or_default(),
+        hd_b.root
+            .parent()
+            .map(|d| d.join(&marker))
+            .unwrap_or_default(),
         PathBuf::from("/tmp").join(&marker),
     ] {
         ensure!(!escaped.exists(), "{} was written", escaped.display());
@@ -359,7 +380,10 @@ fn migrate_one(p: &Pair, name: &str, keep: bool) -> Result<serde_json::Value> {
     let view = inspect(hd_b, name)?;
     ensure!(view["state"]["status"] == "running", "{view}");
     let there = wait_counts(hd_b, name, 10)?;
-    ensure!(there[0] != 1, "{name} counts from 1 on the target: it was not restored");
+    ensure!(
+        there[0] != 1,
+        "{name} counts from 1 on the target: it was not restored"
+    );
     check_consecutive(&there, there[0], 10)?;
     Ok(view)
 }
@@ -427,10 +451,8 @@ fn migrations(p: &Pair, names: &[String; 3]) -> Result<()> {
         .as_str()
         .context("no started_at")?
         .to_owned();
-    let started = time::OffsetDateTime::parse(
-        &started,
-        &time::format_description::well_known::Rfc3339,
-    )?;
+    let started =
+        time::OffsetDateTime::parse(&started, &time::format_description::well_known::Rfc3339)?;
     let started = Duration::from_nanos(u64::try_from(started.unix_timestamp_nanos())?);
     let seen = runtime.block_on(async {
         let mut seen = Vec::new();
@@ -465,9 +487,16 @@ fn migrations(p: &Pair, names: &[String; 3]) -> Result<()> {
     hd_a.run(&["migrate", kept, "--to", &target, "--name", "fresh"], None)?
         .expect_error(125, "is not running")?;
     let now = inspect(hd_a, stays)?;
-    ensure!(now["state"]["status"] == "running" && now["state"]["pid"] == pid, "{now}");
     ensure!(
-        hd_a.run(&["checkpoint", "ls", stays], None)?.ok()?.lines().count() == 1,
+        now["state"]["status"] == "running" && now["state"]["pid"] == pid,
+        "{now}"
+    );
+    ensure!(
+        hd_a.run(&["checkpoint", "ls", stays], None)?
+            .ok()?
+            .lines()
+            .count()
+            == 1,
         "a refused migration left a checkpoint"
     );
     let listed = hd_b.run(&["ps", "-a", "--json"], None)?.ok()?;

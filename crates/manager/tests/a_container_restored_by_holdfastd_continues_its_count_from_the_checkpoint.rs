@@ -328,5 +328,8 @@ fn the_stream_check_rejects_a_fresh_start_and_gaps() {
     let gap: Vec<u64> = (1..=30).chain(21..=25).chain(27..=40).collect();
     assert!(check_one_stream(&gap, 21).is_err(), "a gap passed");
     let never: Vec<u64> = (1..=30).collect();
-    assert!(check_one_stream(&never, 21).is_err(), "no restored lines passed");
+    assert!(
+        check_one_stream(&never, 21).is_err(),
+        "no restored lines passed"
+    );
 }

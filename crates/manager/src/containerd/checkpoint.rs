@@ -171,7 +171,11 @@ impl Containerd {
             // the dump is done. holdfastd ignores that content; the
             // caller checks the images are there.
             Err(s) if is_content_already_exists(s.message()) => {
-                tracing::debug!(container = id, message = s.message(), "containerd's own copy of the checkpoint exists already; ignored");
+                tracing::debug!(
+                    container = id,
+                    message = s.message(),
+                    "containerd's own copy of the checkpoint exists already; ignored"
+                );
             }
             Err(s) => return Err(Error::from_status("tasks.checkpoint", id, s)),
         }
@@ -424,7 +428,10 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(changes_dir(&[overlay.clone()]), Some(PathBuf::from("/s/2/fs")));
+        assert_eq!(
+            changes_dir(&[overlay.clone()]),
+            Some(PathBuf::from("/s/2/fs"))
+        );
         let bind = Mount {
             r#type: "bind".into(),
             source: "/s/3/fs".into(),

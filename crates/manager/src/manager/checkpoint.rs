@@ -315,7 +315,11 @@ impl Manager {
         self.record_exit(record, exit, false).await
     }
 
-    pub(super) async fn get_checkpoint(&self, container: &str, name: &str) -> Result<Option<Checkpoint>> {
+    pub(super) async fn get_checkpoint(
+        &self,
+        container: &str,
+        name: &str,
+    ) -> Result<Option<Checkpoint>> {
         let (c, n) = (container.to_owned(), name.to_owned());
         self.store(move |s| s.get_checkpoint(&c, &n)).await
     }

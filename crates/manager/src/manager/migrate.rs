@@ -82,9 +82,7 @@ async fn connect(target: &str) -> Result<ContainersClient<Channel>> {
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
             async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(path).await?,
-                ))
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
             }
         }))
         .await
@@ -110,18 +108,20 @@ impl Manager {
         };
         validate_name(&name)?;
         target_socket(&req.target)?;
-        let span = info_span!("migrate", container = %req.container, target = %req.target, name = %name);
+        let span =
+            info_span!("migrate", container = %req.container, target = %req.target, name = %name);
         self.migrate_inner(req, name).instrument(span).await
     }
 
-    async fn migrate_inner(self: &Arc<Self>, req: MigrateRequest, name: String) -> Result<Migrated> {
+    async fn migrate_inner(
+        self: &Arc<Self>,
+        req: MigrateRequest,
+        name: String,
+    ) -> Result<Migrated> {
         let container = req.container.as_str();
         self.record(container).await?;
         let mut target = connect(&req.target).await?;
-        match target
-            .inspect(InspectRequest { name: name.clone() })
-            .await
-        {
+        match target.inspect(InspectRequest { name: name.clone() }).await {
             Ok(_) => {
                 return Err(Error::AlreadyExists {
                     what: format!("container {name:?} on {}", req.target),
@@ -189,7 +189,10 @@ impl Manager {
                 .take_while(move |chunk| {
                     let go = match chunk {
                         Ok(c) => {
-                            sent.fetch_add(c.data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            sent.fetch_add(
+                                c.data.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
                             true
                         }
                         Err(e) => {
@@ -251,7 +254,13 @@ mod tests {
             target_socket("unix:///run/h.sock").ok(),
             Some(PathBuf::from("/run/h.sock"))
         );
-        for bad in ["/run/h.sock", "tcp://1.2.3.4:1", "unix://rel.sock", "unix://", ""] {
+        for bad in [
+            "/run/h.sock",
+            "tcp://1.2.3.4:1",
+            "unix://rel.sock",
+            "unix://",
+            "",
+        ] {
             let e = target_socket(bad).err();
             assert_eq!(
                 e.map(|e| e.code()),
