@@ -93,8 +93,8 @@ pub struct BindMount {
 
 impl From<&ContainerSpec> for Spec {
     fn from(s: &ContainerSpec) -> Spec {
-        let resources = s.resources.clone().unwrap_or_default();
-        let restart = s.restart.clone().unwrap_or_default();
+        let resources = s.resources.unwrap_or_default();
+        let restart = s.restart.unwrap_or_default();
         let kind = RestartPolicyKind::try_from(restart.kind).unwrap_or(RestartPolicyKind::No);
         Spec {
             name: s.name.clone(),
@@ -255,7 +255,7 @@ mod tests {
         let d = Declared::from_json(json).expect("unknown fields");
         assert_eq!(d.spec.name, "a");
         let bad = serde_json::json!({"spec": {"env": "SECRET=1"}});
-        let err = Declared::from_json(bad).err().expect("refused").to_string();
+        let err = Declared::from_json(bad).expect_err("refused").to_string();
         assert!(!err.contains("SECRET"), "{err}");
         let restart = serde_json::json!({"spec": {"restart": "sometimes"}});
         let d = Declared::from_json(restart).expect("parses");

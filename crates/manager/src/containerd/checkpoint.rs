@@ -429,7 +429,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            changes_dir(&[overlay.clone()]),
+            changes_dir(std::slice::from_ref(&overlay)),
             Some(PathBuf::from("/s/2/fs"))
         );
         let bind = Mount {
