@@ -17,6 +17,7 @@ pub mod error;
 pub mod output;
 pub mod parse;
 pub mod terminal;
+pub mod update;
 
 use clap::Parser;
 

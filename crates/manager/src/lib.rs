@@ -14,6 +14,7 @@ pub mod logs;
 pub mod manager;
 pub mod notify;
 pub mod restart;
+pub mod schedule;
 pub mod server;
 pub mod startup;
 pub mod stop;
