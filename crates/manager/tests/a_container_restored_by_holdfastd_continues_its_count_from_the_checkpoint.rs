@@ -18,59 +18,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use common::cli::{entries, Holdfastd};
+use common::cli::{entries, Holdfastd, COUNTER, WAIT};
 use holdfast_api::v1::{
     CreateCheckpointRequest, ListCheckpointsRequest, RemoveCheckpointRequest, RestoreRequest,
 };
 use holdfast_integration::{each_version, Containerd as Fixture};
 use tonic::Code;
-
-const WAIT: Duration = Duration::from_secs(30);
-/// Counts in memory: nothing but the shell's variable holds the count.
-const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"count $i\"; sleep 0.1; done";
-
-/// The counts of `holdfast logs NAME`, in order.
-fn counts(hd: &Holdfastd, name: &str) -> Result<Vec<u64>> {
-    let out = hd.run(&["logs", name], None)?.ok()?;
-    out.lines()
-        .map(|l| {
-            l.strip_prefix("count ")
-                .and_then(|n| n.parse().ok())
-                .with_context(|| format!("not a count line: {l:?}"))
-        })
-        .collect()
-}
-
-/// Polls the logs until they hold at least `n` counts.
-fn wait_counts(hd: &Holdfastd, name: &str, n: usize) -> Result<Vec<u64>> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let c = counts(hd, name)?;
-        if c.len() >= n {
-            return Ok(c);
-        }
-        if Instant::now() > deadline {
-            bail!("{name} printed {} counts in {WAIT:?}, not {n}", c.len());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `inspect` until the container's status is `status`.
-fn wait_status(hd: &Holdfastd, name: &str, status: &str) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = hd.run(&["inspect", name], None)?.ok()?;
-        let json: serde_json::Value = serde_json::from_str(&out)?;
-        if json[0]["state"]["status"] == status {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{name} is not {status} after {WAIT:?}: {out}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// `1..=k` followed by `from, from+1, ...` (at least 10 of them): the
 /// first run's lines, then the restored run's. Returns `k`.
@@ -172,7 +125,7 @@ fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str
         None,
     )?
     .ok()?;
-    wait_counts(hd, name, 10)?;
+    hd.wait_counts(name, 10)?;
 
     // Leave running, kill, restore: the count goes on from the checkpoint.
     let made = hd
@@ -182,17 +135,17 @@ fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str
         )?
         .ok()?;
     ensure!(made.trim() == "cp1", "{made:?}");
-    let at_checkpoint = counts(hd, name)?.len() as u64;
-    wait_status(hd, name, "running")?;
+    let at_checkpoint = hd.counts(name)?.len() as u64;
+    hd.wait_status(name, "running")?;
     check_private(hd, name, "cp1")?;
-    wait_counts(hd, name, at_checkpoint as usize + 10)?;
+    hd.wait_counts(name, at_checkpoint as usize + 10)?;
     hd.run(&["kill", name], None)?.ok()?;
-    wait_status(hd, name, "exited")?;
-    let before = counts(hd, name)?;
+    hd.wait_status(name, "exited")?;
+    let before = hd.counts(name)?;
     hd.run(&["restore", name, "cp1"], None)?.ok()?;
-    wait_status(hd, name, "running")?;
+    hd.wait_status(name, "running")?;
     wait_unpacked_removed(cd)?;
-    let after = wait_counts(hd, name, before.len() + 10)?;
+    let after = hd.wait_counts(name, before.len() + 10)?;
     ensure!(
         after[..before.len()] == before[..],
         "the first run's lines changed"
@@ -212,12 +165,12 @@ fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str
     let generated = hd.run(&["checkpoint", "create", name], None)?.ok()?;
     let generated = generated.trim().to_owned();
     ensure!(generated.starts_with("cp-"), "{generated:?}");
-    wait_status(hd, name, "exited")?;
-    let stopped = counts(hd, name)?;
+    hd.wait_status(name, "exited")?;
+    let stopped = hd.counts(name)?;
     let last = *stopped.last().context("no counts")?;
     std::thread::sleep(Duration::from_millis(300));
     ensure!(
-        counts(hd, name)? == stopped,
+        hd.counts(name)? == stopped,
         "the container went on counting after the dump"
     );
     let listed = hd.run(&["checkpoint", "ls", name], None)?.ok()?;
@@ -236,7 +189,7 @@ fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str
     );
     hd.run(&["restore", name, &generated], None)?.ok()?;
     wait_unpacked_removed(cd)?;
-    let resumed = wait_counts(hd, name, stopped.len() + 10)?;
+    let resumed = hd.wait_counts(name, stopped.len() + 10)?;
     ensure!(
         resumed[stopped.len()] == last + 1,
         "after the stopping checkpoint at {last} the restored run starts at {}",
@@ -417,5 +370,8 @@ fn the_stream_check_rejects_a_fresh_start_and_gaps() {
     let gap: Vec<u64> = (1..=30).chain(21..=25).chain(27..=40).collect();
     assert!(check_one_stream(&gap, 21).is_err(), "a gap passed");
     let never: Vec<u64> = (1..=30).collect();
-    assert!(check_one_stream(&never, 21).is_err(), "no restored lines passed");
+    assert!(
+        check_one_stream(&never, 21).is_err(),
+        "no restored lines passed"
+    );
 }

@@ -19,6 +19,13 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// How long one CLI call may take.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long the polling helpers wait for a state.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A busybox shell that counts in memory (nothing but the shell's variable
+/// holds the count) and prints `count N` every 100 ms.
+pub const COUNTER: &str = "i=0; while true; do i=$((i+1)); echo \"count $i\"; sleep 0.1; done";
+
 /// The built `holdfast` CLI (`$HOLDFAST_BIN_DIR/holdfast`).
 pub fn cli_binary() -> Result<PathBuf> {
     let path = holdfast_integration::bin_dir().join("holdfast");
@@ -34,6 +41,7 @@ pub fn cli_binary() -> Result<PathBuf> {
 pub struct Holdfastd {
     child: Option<Child>,
     log: PathBuf,
+    config: PathBuf,
     /// Its API socket.
     pub socket: PathBuf,
     /// Its `root`.
@@ -64,34 +72,108 @@ impl Holdfastd {
             ),
         )?;
         let log = cd.dir().join("holdfastd.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfastd"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawn holdfastd")?;
-        let hd = Holdfastd {
-            child: Some(child),
+        std::fs::File::create(&log)?;
+        let mut hd = Holdfastd {
+            child: None,
             log,
+            config,
             socket,
             root,
             journals,
             cli,
         };
+        hd.spawn_daemon()?;
+        Ok(hd)
+    }
+
+    /// `kill -9` of holdfastd (if it runs), then starts it again with the
+    /// same config (its log appended); returns once start-up is done (the
+    /// log says phase 3 is).
+    pub fn kill9_and_start_again(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        let done = "start-up phase 3 done";
+        let before = self.log().matches(done).count();
+        self.spawn_daemon()?;
+        self.wait_log(done, before + 1, Duration::from_secs(30))
+    }
+
+    /// Spawns holdfastd (stderr appended to its log) and waits until its
+    /// socket accepts connections.
+    fn spawn_daemon(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfastd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn holdfastd")?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&hd.socket).is_err() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             if Instant::now() > deadline {
                 bail!(
                     "holdfastd's socket did not answer in 30 s; its log:\n{}",
-                    hd.log()
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(hd)
+        Ok(())
+    }
+
+    /// The counts [`COUNTER`] printed, from `holdfast logs NAME`, in order.
+    pub fn counts(&self, name: &str) -> Result<Vec<u64>> {
+        let out = self.run(&["logs", name], None)?.ok()?;
+        out.lines()
+            .map(|l| {
+                l.strip_prefix("count ")
+                    .and_then(|n| n.parse().ok())
+                    .with_context(|| format!("not a count line: {l:?}"))
+            })
+            .collect()
+    }
+
+    /// Polls the logs until they hold at least `n` counts.
+    pub fn wait_counts(&self, name: &str, n: usize) -> Result<Vec<u64>> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let c = self.counts(name)?;
+            if c.len() >= n {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                bail!("{name} printed {} counts in {WAIT:?}, not {n}", c.len());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `holdfast inspect NAME`: the container's JSON object.
+    pub fn inspect(&self, name: &str) -> Result<serde_json::Value> {
+        let out = self.run(&["inspect", name], None)?.ok()?;
+        let mut json: serde_json::Value = serde_json::from_str(&out)?;
+        Ok(json[0].take())
+    }
+
+    /// Polls `inspect` until the container's status is `status`.
+    pub fn wait_status(&self, name: &str, status: &str) -> Result<()> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let json = self.inspect(name)?;
+            if json["state"]["status"] == status {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name} is not {status} after {WAIT:?}: {json:#}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// holdfastd's own log so far.
