@@ -6,6 +6,8 @@
 //! generated items carry those comments.
 #![deny(unsafe_code)]
 
+pub mod duration;
+
 /// `holdfast.v1`: the containers holdfastd keeps.
 pub mod v1 {
     #![allow(

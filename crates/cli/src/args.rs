@@ -1,7 +1,7 @@
 //! The command line, with clap's derive API.
 
 use clap::{Args, Parser, Subcommand};
-use holdfast_api::v1::{Mount, RestartPolicy};
+use holdfast_api::v1::{CheckpointSchedule, Mount, RestartPolicy};
 
 use crate::parse;
 
@@ -41,6 +41,8 @@ pub enum Command {
     Restart(StopArgs),
     /// Send a signal to containers.
     Kill(KillArgs),
+    /// Change containers' restart policy or checkpoint schedule.
+    Update(UpdateArgs),
     /// Remove containers.
     Rm(RmArgs),
     /// List containers.
@@ -240,6 +242,9 @@ pub struct SpecArgs {
     /// Use this root filesystem folder instead of an image.
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<String>,
+    /// Scheduled checkpoints.
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
     /// IMAGE (unless --rootfs) then the command and its arguments.
     #[arg(
         value_name = "IMAGE|CMD",
@@ -247,6 +252,53 @@ pub struct SpecArgs {
         allow_hyphen_values = true
     )]
     pub args: Vec<String>,
+}
+
+/// `--checkpoint-every DURATION --checkpoint-keep N` (of `run`, `create`
+/// and `update`). holdfastd checks the values (the CLI passes the duration
+/// as written).
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Checkpoint the container every DURATION while it runs, leaving it
+    /// running (e.g. 30s, 10m, 1h30m; at least 1s); needs
+    /// --checkpoint-keep.
+    #[arg(long, value_name = "DURATION", requires = "checkpoint_keep")]
+    pub checkpoint_every: Option<String>,
+    /// How many scheduled checkpoints to keep (at least 1): after each one
+    /// the oldest scheduled ones are removed; checkpoints made by hand are
+    /// never removed. Needs --checkpoint-every.
+    #[arg(long, value_name = "N", requires = "checkpoint_every")]
+    pub checkpoint_keep: Option<u32>,
+}
+
+impl ScheduleArgs {
+    /// The schedule given, if any.
+    pub fn schedule(&self) -> Option<CheckpointSchedule> {
+        let every = self.checkpoint_every.clone()?;
+        Some(CheckpointSchedule {
+            every,
+            keep: self.checkpoint_keep.unwrap_or(0),
+        })
+    }
+}
+
+/// Arguments of `update`: at least one change.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("change").required(true).multiple(true).args(["restart", "checkpoint_every", "no_checkpoint_schedule"]))]
+pub struct UpdateArgs {
+    /// A new restart policy: no, on-failure or on-failure:MAX, always or
+    /// unless-stopped.
+    #[arg(long, value_name = "POLICY", value_parser = parse::restart_policy)]
+    pub restart: Option<RestartPolicy>,
+    /// A new checkpoint schedule.
+    #[command(flatten)]
+    pub schedule: ScheduleArgs,
+    /// Remove the checkpoint schedule (the checkpoints it made are kept).
+    #[arg(long, conflicts_with = "checkpoint_every")]
+    pub no_checkpoint_schedule: bool,
+    /// The containers.
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
 }
 
 /// Container names.
@@ -429,6 +481,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--memory"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_schedule_needs_both_flags() {
+        let cli = parse(&[
+            "run",
+            "--checkpoint-every",
+            "10m",
+            "--checkpoint-keep",
+            "3",
+            "alpine",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        let schedule = run.spec.schedule.schedule().unwrap();
+        assert_eq!((schedule.every.as_str(), schedule.keep), ("10m", 3));
+        let err = parse(&["run", "--checkpoint-every", "10m", "alpine"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--checkpoint-keep"), "{err}");
+        let err = parse(&["create", "--checkpoint-keep", "2", "alpine"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--checkpoint-every"), "{err}");
+        // The duration is holdfastd's to check.
+        assert!(parse(&[
+            "run",
+            "--checkpoint-every",
+            "often",
+            "--checkpoint-keep",
+            "0",
+            "alpine"
+        ])
+        .is_ok());
+    }
+
+    #[test]
+    fn update_needs_a_change_and_a_name() {
+        let cli = parse(&["update", "--restart", "always", "a", "b"]).unwrap();
+        let Command::Update(up) = cli.command else {
+            panic!("not update")
+        };
+        assert_eq!(up.names, ["a", "b"]);
+        assert!(up.restart.is_some() && up.schedule.schedule().is_none());
+        assert!(parse(&["update", "web"]).is_err(), "no change");
+        assert!(parse(&["update", "--restart", "no"]).is_err(), "no name");
+        assert!(parse(&["update", "--no-checkpoint-schedule", "web"]).is_ok());
+        assert!(parse(&[
+            "update",
+            "--no-checkpoint-schedule",
+            "--checkpoint-every",
+            "1m",
+            "--checkpoint-keep",
+            "1",
+            "web"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Command::Stop(args) => stop(client, args, false).await,
         Command::Restart(args) => stop(client, args, true).await,
         Command::Kill(args) => kill(client, args).await,
+        Command::Update(args) => crate::update::update(client, args).await,
         Command::Rm(args) => rm(client, args).await,
         Command::Ps(args) => ps(client, args).await,
         Command::Inspect(args) => inspect(client, args).await,
@@ -88,6 +89,7 @@ pub fn build_spec(args: SpecArgs, suffix: u32) -> Result<ContainerSpec> {
         stop_timeout_seconds: args.stop_timeout.unwrap_or(10),
         tty: args.tty,
         stdin_open: args.interactive,
+        checkpoint_schedule: args.schedule.schedule(),
     })
 }
 
@@ -154,7 +156,12 @@ async fn run(client: &mut Client, args: RunArgs) -> Result<i32> {
 
 /// Runs `f` for each name, printing each error but the last, which it
 /// returns; prints the names that succeeded when `echo` is set.
-async fn for_each<F>(client: &mut Client, names: &[String], echo: bool, mut f: F) -> Result<i32>
+pub(crate) async fn for_each<F>(
+    client: &mut Client,
+    names: &[String],
+    echo: bool,
+    mut f: F,
+) -> Result<i32>
 where
     F: for<'a> FnMut(
         &'a mut Client,

@@ -18,6 +18,7 @@ pub mod output;
 pub mod parse;
 pub mod terminal;
 pub mod transfer;
+pub mod update;
 
 use clap::Parser;
 

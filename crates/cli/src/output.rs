@@ -2,8 +2,8 @@
 //! log line prefixes and event lines. Pure functions of the data and "now".
 
 use holdfast_api::v1::{
-    Checkpoint, Container, ContainerSpec, ContainerState, ContainerStatus, Event, LogStream, Mount,
-    RestartPolicyKind,
+    Checkpoint, CheckpointScheduleState, Container, ContainerSpec, ContainerState, ContainerStatus,
+    Event, LogStream, Mount, RestartPolicyKind,
 };
 use prost_types::Timestamp;
 use serde_json::{json, Value};
@@ -206,12 +206,14 @@ pub fn human_size(bytes: u64) -> String {
 
 /// The `checkpoint ls` table, header included.
 pub fn checkpoints_table(checkpoints: &[Checkpoint], now: OffsetDateTime) -> String {
-    let mut rows = vec![["NAME", "CREATED", "SIZE", "LEAVE-RUNNING"].map(str::to_owned)];
+    let mut rows =
+        vec![["NAME", "CREATED", "SIZE", "SCHEDULED", "LEAVE-RUNNING"].map(str::to_owned)];
     for cp in checkpoints {
         rows.push([
             cp.name.clone(),
             ago(to_time(cp.created_at.as_ref()), now),
             human_size(cp.size_bytes),
+            cp.scheduled.to_string(),
             cp.leave_running.to_string(),
         ]);
     }
@@ -231,6 +233,25 @@ fn restart_json(spec: &ContainerSpec) -> Value {
         _ => "no",
     };
     json!({ "name": name, "max_retries": policy.max_retries })
+}
+
+fn schedule_json(spec: &ContainerSpec) -> Value {
+    spec.checkpoint_schedule
+        .as_ref()
+        .map_or(Value::Null, |s| json!({ "every": s.every, "keep": s.keep }))
+}
+
+fn schedule_state_json(state: Option<&CheckpointScheduleState>) -> Value {
+    state.map_or(Value::Null, |s| {
+        json!({
+            "last_tick_at": time_json(s.last_tick_at.as_ref()),
+            "last_checkpoint": s.last_checkpoint,
+            "last_checkpoint_at": time_json(s.last_checkpoint_at.as_ref()),
+            "last_error": s.last_error,
+            "failures": s.failures,
+            "next_tick_at": time_json(s.next_tick_at.as_ref()),
+        })
+    })
 }
 
 fn mount_json(m: &Mount) -> Value {
@@ -271,6 +292,7 @@ pub fn container_json(c: &Container) -> Value {
             "stop_timeout_seconds": spec.stop_timeout_seconds,
             "tty": spec.tty,
             "stdin_open": spec.stdin_open,
+            "checkpoint_schedule": schedule_json(&spec),
         },
         "state": {
             "status": status_name(state.status),
@@ -281,6 +303,7 @@ pub fn container_json(c: &Container) -> Value {
             "restart_count": state.restart_count,
             "stopped_by_user": state.stopped_by_user,
             "error": state.error,
+            "checkpoint_schedule": schedule_state_json(state.checkpoint_schedule.as_ref()),
         },
     })
 }
@@ -308,6 +331,7 @@ pub fn checkpoints_json(checkpoints: &[Checkpoint]) -> String {
                     "tcp_established": cp.tcp_established,
                     "file_locks": cp.file_locks,
                     "path": cp.path,
+                    "scheduled": cp.scheduled,
                 })
             })
             .collect(),
@@ -388,7 +412,10 @@ mod tests {
         let table = checkpoints_table(&cps, now);
         let lines: Vec<&str> = table.lines().collect();
         let header: Vec<&str> = lines[0].split_whitespace().collect();
-        assert_eq!(header, ["NAME", "CREATED", "SIZE", "LEAVE-RUNNING"]);
+        assert_eq!(
+            header,
+            ["NAME", "CREATED", "SIZE", "SCHEDULED", "LEAVE-RUNNING"]
+        );
         assert!(
             lines[1].starts_with("cp1      About a minute ago"),
             "{table}"
@@ -557,6 +584,36 @@ web    running (pid 42)   docker.io/library/alpine:3   \"sh -c 'echo hi; sleep 1
             r#"{"a":"1","b":"2"}"#
         );
         assert!(containers_json(&[]).starts_with("[]"));
+        assert_eq!(v["spec"]["checkpoint_schedule"], Value::Null);
+        assert_eq!(v["state"]["checkpoint_schedule"], Value::Null);
+
+        let mut c = container("db", ContainerState::default());
+        if let Some(spec) = c.spec.as_mut() {
+            spec.checkpoint_schedule = Some(holdfast_api::v1::CheckpointSchedule {
+                every: "10m".into(),
+                keep: 3,
+            });
+        }
+        if let Some(state) = c.state.as_mut() {
+            state.checkpoint_schedule = Some(CheckpointScheduleState {
+                last_checkpoint: "cp-1".into(),
+                last_checkpoint_at: at(1_700_000_000),
+                failures: 2,
+                last_error: "criu failed".into(),
+                ..Default::default()
+            });
+        }
+        let v = container_json(&c);
+        assert_eq!(
+            v["spec"]["checkpoint_schedule"],
+            json!({ "every": "10m", "keep": 3 })
+        );
+        let s = &v["state"]["checkpoint_schedule"];
+        assert_eq!(s["last_checkpoint"], "cp-1");
+        assert_eq!(s["last_checkpoint_at"], "2023-11-14T22:13:20Z");
+        assert_eq!(s["failures"], 2);
+        assert_eq!(s["last_error"], "criu failed");
+        assert_eq!(s["next_tick_at"], Value::Null);
     }
 
     #[test]

@@ -152,34 +152,8 @@ pub fn signal(s: &str) -> Result<String, String> {
 /// Parses a duration made of integer-and-unit parts, e.g. `10m`, `2h`,
 /// `1h30m`, `500ms`; units `ms`, `s`, `m`, `h`, `d`.
 pub fn duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (e.g. 30s, 10m, 1h30m)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits_end);
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let part = match unit {
-            "ms" => Duration::from_millis(number),
-            "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.saturating_mul(60)),
-            "h" => Duration::from_secs(number.saturating_mul(3600)),
-            "d" => Duration::from_secs(number.saturating_mul(86400)),
-            _ => return Err(bad()),
-        };
-        total = total.checked_add(part).ok_or_else(bad)?;
-        rest = tail;
-    }
-    Ok(total)
+    holdfast_api::duration::parse(s)
+        .ok_or_else(|| format!("{s:?} is not a duration (e.g. 30s, 10m, 1h30m)"))
 }
 
 /// Parses `--tail`: a number of lines, or `all` (0, as holdfastd takes

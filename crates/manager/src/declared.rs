@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use holdfast_api::v1::{ContainerSpec, Mount, Resources, RestartPolicy, RestartPolicyKind};
+use holdfast_api::v1::{
+    CheckpointSchedule, ContainerSpec, Mount, Resources, RestartPolicy, RestartPolicyKind,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -77,6 +79,11 @@ pub struct Spec {
     pub tty: bool,
     /// See [`ContainerSpec::stdin_open`].
     pub stdin_open: bool,
+    /// The checkpoint schedule's period, as `--checkpoint-every` (empty:
+    /// no schedule).
+    pub checkpoint_every: String,
+    /// How many scheduled checkpoints are kept.
+    pub checkpoint_keep: u32,
 }
 
 /// A bind mount of [`Spec`].
@@ -123,6 +130,12 @@ impl From<&ContainerSpec> for Spec {
             stop_timeout_seconds: s.stop_timeout_seconds,
             tty: s.tty,
             stdin_open: s.stdin_open,
+            checkpoint_every: s
+                .checkpoint_schedule
+                .as_ref()
+                .map(|c| c.every.clone())
+                .unwrap_or_default(),
+            checkpoint_keep: s.checkpoint_schedule.as_ref().map_or(0, |c| c.keep),
         }
     }
 }
@@ -174,6 +187,10 @@ impl Spec {
             stop_timeout_seconds: self.stop_timeout_seconds,
             tty: self.tty,
             stdin_open: self.stdin_open,
+            checkpoint_schedule: (!self.checkpoint_every.is_empty()).then(|| CheckpointSchedule {
+                every: self.checkpoint_every.clone(),
+                keep: self.checkpoint_keep,
+            }),
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod manager;
 pub mod notify;
 pub mod restart;
 pub mod rootfs_changes;
+pub mod schedule;
 pub mod server;
 pub mod startup;
 pub mod stop;

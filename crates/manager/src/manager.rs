@@ -36,8 +36,10 @@ mod lifecycle;
 mod migrate;
 mod monitor;
 mod reconcile;
+mod scheduled;
 mod shutdown;
 mod transfer;
+mod update;
 
 pub use checkpoint::{generated_name, CheckpointRequest, CHECKPOINTS_DIR, CHECKPOINT_WORK_DIR};
 use lifecycle::{Life, Starter};
@@ -47,6 +49,7 @@ pub use monitor::Monitor;
 pub use reconcile::{decide, Action, StartupReport};
 pub use shutdown::{ShutdownReport, QUIESCE_TIMEOUT};
 pub use transfer::{ExportChunk, ExportStream, ImportData, ImportRequest, IMPORTS_DIR};
+pub use update::ContainerUpdate;
 
 /// SIGKILL's number.
 const SIGKILL: u32 = 9;
@@ -67,6 +70,8 @@ pub struct Manager {
     /// restore into (from its task create event), removed once the task
     /// started.
     unpacked: Mutex<HashMap<String, PathBuf>>,
+    /// The armed checkpoint schedules.
+    schedules: scheduled::Schedules,
 }
 
 impl std::fmt::Debug for Manager {
@@ -171,6 +176,7 @@ impl Manager {
             life: Life::default(),
             events: EventHub::new(),
             unpacked: Mutex::new(HashMap::new()),
+            schedules: scheduled::Schedules::default(),
         }
     }
 
@@ -353,7 +359,7 @@ impl Manager {
     }
 
     /// Starts a created or exited container.
-    pub async fn start(&self, name: &str) -> Result<Container> {
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<Container> {
         let _guard = self.lock(name).await?;
         self.life.cancel_restart(name);
         self.start_locked(name, Starter::User)
@@ -361,7 +367,7 @@ impl Manager {
             .await
     }
 
-    async fn start_locked(&self, name: &str, by: Starter) -> Result<Container> {
+    async fn start_locked(self: &Arc<Self>, name: &str, by: Starter) -> Result<Container> {
         let mut record = self.record(name).await?;
         let task = self.task(name).await?;
         match task.as_ref().map(|t| t.status) {
@@ -399,6 +405,7 @@ impl Manager {
         }
         self.put(&record).await?;
         self.life.started(name, pid);
+        self.arm_schedule(&record);
         info!(pid, ?by, "container started");
         Ok(record)
     }
@@ -454,6 +461,7 @@ impl Manager {
     pub async fn stop(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
         let _guard = self.lock(name).await?;
         self.life.cancel_restart(name);
+        self.disarm_schedule(name);
         self.stop_locked(name, timeout_seconds, true)
             .instrument(info_span!("stop", container = %name))
             .await
@@ -519,9 +527,14 @@ impl Manager {
     }
 
     /// Stops (if running) and starts a container again.
-    pub async fn restart(&self, name: &str, timeout_seconds: Option<i64>) -> Result<Container> {
+    pub async fn restart(
+        self: &Arc<Self>,
+        name: &str,
+        timeout_seconds: Option<i64>,
+    ) -> Result<Container> {
         let _guard = self.lock(name).await?;
         self.life.cancel_restart(name);
+        self.disarm_schedule(name);
         async {
             self.stop_locked(name, timeout_seconds, true).await?;
             self.start_locked(name, Starter::User).await
@@ -562,6 +575,7 @@ impl Manager {
     pub async fn remove(&self, name: &str, force: bool) -> Result<()> {
         let _guard = self.lock(name).await?;
         self.life.cancel_restart(name);
+        self.disarm_schedule(name);
         self.remove_locked(name, force)
             .instrument(info_span!("remove", container = %name, force))
             .await
@@ -610,6 +624,7 @@ impl Manager {
             self.store(move |s| s.delete(&n)).await?;
             self.forget_lock(name);
             self.life.forget(name);
+            self.disarm_schedule(name);
             self.event(name, "remove", 0, "");
             info!("container removed");
             Ok(())
@@ -633,14 +648,15 @@ impl Manager {
                 Loaded::Ok(c) => {
                     let name = c.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
                     let task = tasks.get(&name);
-                    if task_vanished(&c, task) {
+                    let c = if task_vanished(&c, task) {
                         match self.settled(&name, c).await? {
                             Some(c) => c,
                             None => continue,
                         }
                     } else {
                         observe(c, task)
-                    }
+                    };
+                    scheduled::with_next_tick(c, SystemTime::now())
                 }
                 Loaded::Quarantined { name, reason, .. } => quarantined(&name, &reason),
             };
@@ -677,10 +693,14 @@ impl Manager {
             Some(Loaded::Quarantined { reason, .. }) => Ok(quarantined(name, &reason)),
             Some(Loaded::Ok(c)) => {
                 let task = self.task(name).await?;
-                if task_vanished(&c, task.as_ref()) {
-                    return self.settled(name, c).await?.ok_or_else(|| not_found(name));
-                }
-                Ok(observe(c, task.as_ref()))
+                let c = if task_vanished(&c, task.as_ref()) {
+                    self.settled(name, c)
+                        .await?
+                        .ok_or_else(|| not_found(name))?
+                } else {
+                    observe(c, task.as_ref())
+                };
+                Ok(scheduled::with_next_tick(c, SystemTime::now()))
             }
         }
     }

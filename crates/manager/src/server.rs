@@ -19,14 +19,14 @@ use holdfast_api::v1::{
     LogsRequest, LogsResponse, MigrateRequest, MigrateResponse, RemoveCheckpointRequest,
     RemoveCheckpointResponse, RemoveRequest, RemoveResponse, RestartRequest, RestartResponse,
     RestoreRequest, RestoreResponse, StartRequest, StartResponse, StopRequest, StopResponse,
-    WaitRequest, WaitResponse,
+    UpdateRequest, UpdateResponse, WaitRequest, WaitResponse,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::Error;
 use crate::exec::{ExecInput, ExecOptions, ExecOutput};
 use crate::logs::{LogChunk, LogsOptions};
-use crate::manager::{self, CheckpointRequest, Manager};
+use crate::manager::{self, CheckpointRequest, ContainerUpdate, Manager};
 
 /// The `Containers` service over a [`Manager`].
 #[derive(Debug, Clone)]
@@ -218,6 +218,7 @@ impl Containers for Service {
                 leave_running: req.leave_running,
                 tcp_established: req.tcp_established,
                 file_locks: req.file_locks,
+                scheduled: false,
             })
             .await?;
         Ok(Response::new(CreateCheckpointResponse {
@@ -332,6 +333,22 @@ impl Containers for Service {
             container: Some(migrated.container),
             checkpoint: migrated.checkpoint,
             bytes: migrated.bytes,
+        }))
+    }
+
+    async fn update(
+        &self,
+        request: Request<UpdateRequest>,
+    ) -> Result<Response<UpdateResponse>, Status> {
+        let req = request.into_inner();
+        let update = ContainerUpdate {
+            restart: req.restart,
+            checkpoint_schedule: req.checkpoint_schedule,
+            clear_checkpoint_schedule: req.clear_checkpoint_schedule,
+        };
+        let container = self.manager.update(&req.name, update).await?;
+        Ok(Response::new(UpdateResponse {
+            container: Some(container),
         }))
     }
 }

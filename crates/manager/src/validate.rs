@@ -131,6 +131,9 @@ pub fn validate_spec_fields(spec: &ContainerSpec) -> Result<()> {
             "must be -1 (wait forever), 0 (the default, 10) or more",
         ));
     }
+    if let Some(schedule) = &spec.checkpoint_schedule {
+        crate::schedule::parse_schedule(schedule)?;
+    }
     Ok(())
 }
 

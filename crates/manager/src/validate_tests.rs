@@ -271,6 +271,23 @@ fn stop_timeout_and_signal() {
 }
 
 #[test]
+fn a_checkpoint_schedule_is_part_of_the_spec_check() {
+    let mut spec = image_spec("web");
+    spec.checkpoint_schedule = Some(holdfast_api::v1::CheckpointSchedule {
+        every: "10m".into(),
+        keep: 3,
+    });
+    assert!(validate_spec_fields(&spec).is_ok());
+    spec.checkpoint_schedule = Some(holdfast_api::v1::CheckpointSchedule {
+        every: "100ms".into(),
+        keep: 3,
+    });
+    assert!(invalid_message(&spec).starts_with(
+        "checkpoint_schedule.every (--checkpoint-every) \"100ms\": must be at least 1s"
+    ));
+}
+
+#[test]
 fn signals_parse_by_name_and_number() {
     let ok: &[(&str, i32)] = &[
         ("SIGTERM", 15),

@@ -4,9 +4,15 @@
 //! - **Checkpoint**: `Tasks.Checkpoint` with runc's `CheckpointOptions`
 //!   ([`CheckpointOptions`], type [`CHECKPOINT_OPTIONS_TYPE`]). containerd
 //!   hands them to the shim unchanged; the shim writes CRIU's images to
-//!   `image_path` (holdfastd's folder). containerd still stores the
-//!   (empty) temporary folder it made in its content store: holdfastd
-//!   ignores those descriptors and keeps its folder.
+//!   `image_path` (holdfastd's folder). After the dump containerd still
+//!   writes a tar of the (empty) temporary folder it made and the
+//!   container's spec into its content store, blobs of the same digest at
+//!   every checkpoint of a container: holdfastd deletes them right after
+//!   each checkpoint, and a call that failed only because such a blob was
+//!   already there (`content sha256:...: already exists`, e.g. two
+//!   containers at once, or one left by a holdfastd that died) is a
+//!   success when the images are in holdfastd's folder
+//!   ([`is_content_already_exists`]).
 //! - **Restore**: containerd passes a checkpoint folder to a shim only for
 //!   runtimes named `io.containerd.runc.*`; for any other it unpacks the
 //!   `CreateTaskRequest.checkpoint` descriptor (a tar of the images in its
@@ -25,7 +31,7 @@ use std::time::{Duration, SystemTime};
 use containerd_client::services::v1::snapshots::MountsRequest;
 use containerd_client::services::v1::{
     CheckpointTaskRequest, CreateRequest as CreateLeaseRequest, CreateTaskRequest,
-    DeleteRequest as DeleteLeaseRequest, WriteAction, WriteContentRequest,
+    DeleteContentRequest, DeleteRequest as DeleteLeaseRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::types::{Descriptor, Mount};
 use sha2::{Digest, Sha256};
@@ -46,6 +52,15 @@ const LEASE_EXPIRE_LABEL: &str = "containerd.io/gc.expire";
 const LEASE_TTL: Duration = Duration::from_secs(3600);
 /// Bytes per content write message.
 const UPLOAD_CHUNK: u64 = 1 << 20;
+
+/// Whether `Tasks.Checkpoint` failed only when containerd stored its own
+/// copy after the dump: a blob of that digest was already in its content
+/// store (containerd 1.6 and 1.7 answer `content sha256:...: already
+/// exists`, not always with the AlreadyExists code).
+pub fn is_content_already_exists(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.starts_with("content sha256:") && m.ends_with("already exists")
+}
 
 /// containerd's runc `CheckpointOptions` (`containerd.runc.v1`, field
 /// numbers of its `oci.proto`), as the shim reads them.
@@ -162,25 +177,39 @@ impl Containerd {
             }))
             .await;
         match answer {
-            Ok(_) => {}
-            // After the shim's dump containerd stores its own temporary
-            // folder (empty here: the images went to image_path) in its
-            // content store; when an earlier checkpoint stored the same
-            // empty tar and it is not collected yet, that write fails
-            // (seen on 1.6 with two checkpoints seconds apart) although
-            // the dump is done. holdfastd ignores that content; the
-            // caller checks the images are there.
-            Err(s) if is_content_already_exists(s.message()) => {
-                tracing::debug!(
-                    container = id,
-                    message = s.message(),
-                    "containerd's own copy of the checkpoint exists already; ignored"
-                );
+            Ok(resp) => {
+                for d in resp.into_inner().descriptors {
+                    self.delete_content(id, &d.digest).await;
+                }
             }
-            Err(s) => return Err(Error::from_status("tasks.checkpoint", id, s)),
+            Err(status)
+                if is_content_already_exists(&status)
+                    && Path::new(&options.image_path)
+                        .join("inventory.img")
+                        .is_file() =>
+            {
+                tracing::debug!(container = id, message = status.message(), "containerd's copy of the checkpoint was already in its content store; the dump is done");
+            }
+            Err(status) => return Err(Error::from_status("tasks.checkpoint", id, status)),
         }
         tracing::info!(container = id, exit = options.exit, "task checkpointed");
         Ok(())
+    }
+
+    /// Deletes a blob containerd stored for a checkpoint of `id` (its
+    /// temporary folder's tar, the spec); failures are only logged (its
+    /// garbage collector takes what is left).
+    async fn delete_content(&self, id: &str, digest: &str) {
+        let request = self.req(DeleteContentRequest {
+            digest: digest.to_string(),
+        });
+        match self.content().delete(request).await {
+            Ok(_) => tracing::debug!(container = id, digest, "deleted containerd's copy"),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => {
+                tracing::debug!(container = id, digest, error = %s.message(), "delete containerd's copy")
+            }
+        }
     }
 
     /// The root filesystem mounts of container `id` as it stands: its
@@ -343,12 +372,6 @@ impl Containerd {
     }
 }
 
-/// Whether containerd's message says that content it was storing exists
-/// already (`content sha256:...: already exists`).
-fn is_content_already_exists(message: &str) -> bool {
-    message.starts_with("content sha256:") && message.ends_with("already exists")
-}
-
 /// The upper folder of an overlay mount (`upperdir=`), or the source of a
 /// lone bind mount (a snapshot with no parent layer).
 pub fn changes_dir(mounts: &[Mount]) -> Option<PathBuf> {
@@ -407,15 +430,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_containerds_content_exists_message_is_ignored() {
-        assert!(is_content_already_exists(
-            "content sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef: already exists"
-        ));
-        assert!(!is_content_already_exists("criu failed: already exists"));
-        assert!(!is_content_already_exists("content sha256:5f70: not found"));
-    }
-
-    #[test]
     fn the_changes_of_a_snapshot_are_its_upper_folder() {
         let overlay = Mount {
             r#type: "overlay".into(),
@@ -464,6 +478,23 @@ mod tests {
             bytes,
             [0x08, 1, 0x28, 1, 0x42, 2, b'/', b'i', 0x4a, 2, b'/', b'w']
         );
+    }
+
+    #[test]
+    fn only_containerds_content_copy_already_existing_is_recognised() {
+        let seen = tonic::Status::unknown(
+            "content sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef: already exists",
+        );
+        assert!(is_content_already_exists(&seen));
+        let coded = tonic::Status::already_exists("content sha256:ab: already exists");
+        assert!(is_content_already_exists(&coded));
+        for other in [
+            tonic::Status::unknown("criu failed: already exists"),
+            tonic::Status::already_exists("task web: already exists"),
+            tonic::Status::internal("content sha256:ab: not found"),
+        ] {
+            assert!(!is_content_already_exists(&other), "{other:?}");
+        }
     }
 
     #[test]

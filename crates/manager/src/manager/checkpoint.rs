@@ -80,6 +80,8 @@ pub struct CheckpointRequest {
     pub tcp_established: bool,
     /// Dump file locks.
     pub file_locks: bool,
+    /// Taken by the container's checkpoint schedule (which prunes these).
+    pub scheduled: bool,
 }
 
 /// A checkpoint name made from the time: `cp-YYYYMMDDTHHMMSS.mmmZ` (UTC).
@@ -150,7 +152,33 @@ pub(super) async fn describe(
         tcp_established: flags.tcp_established,
         file_locks: flags.file_locks,
         path: dir.display().to_string(),
+        scheduled: false,
     })
+}
+
+/// The names of the folders in `dir` (none if it does not exist).
+async fn dir_names(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rd = match tokio::fs::read_dir(dir).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(Error::io("read folder", dir, e)),
+    };
+    while let Some(entry) = rd
+        .next_entry()
+        .await
+        .map_err(|e| Error::io("read folder", dir, e))?
+    {
+        let is_dir = entry
+            .file_type()
+            .await
+            .map_err(|e| Error::io("stat", entry.path(), e))?
+            .is_dir();
+        if let (true, Some(name)) = (is_dir, entry.file_name().to_str()) {
+            out.push(name.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// Bytes of the regular files under `dir` (symlinks not followed).
@@ -225,7 +253,7 @@ impl Manager {
             .await
     }
 
-    async fn create_checkpoint_locked(
+    pub(super) async fn create_checkpoint_locked(
         self: &Arc<Self>,
         req: CheckpointRequest,
         name: String,
@@ -279,7 +307,10 @@ impl Manager {
             file_locks: req.file_locks,
         };
         let checkpoint = match describe(container, &name, &dir, &flags).await {
-            Ok(c) => c,
+            Ok(c) => Checkpoint {
+                scheduled: req.scheduled,
+                ..c
+            },
             Err(e) => {
                 remove_dir_if_any(&dir).await;
                 return Err(e);
@@ -296,6 +327,7 @@ impl Manager {
         info!(
             size_bytes = checkpoint.size_bytes,
             leave_running = req.leave_running,
+            scheduled = req.scheduled,
             "checkpoint created"
         );
         self.event(container, "checkpoint", 0, &name);
@@ -352,16 +384,7 @@ impl Manager {
             if self.get_checkpoint(container, name).await?.is_none() {
                 return Err(checkpoint_not_found(container, name));
             }
-            let dir = self.checkpoint_dir(container, name);
-            match tokio::fs::remove_dir_all(&dir).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("remove checkpoint", dir, e)),
-            }
-            let (c, n) = (container.to_owned(), name.to_owned());
-            self.store(move |s| s.delete_checkpoint(&c, &n)).await?;
-            info!("checkpoint removed");
-            Ok(())
+            self.remove_checkpoint_locked(container, name).await
         }
         .instrument(info_span!(
             "checkpoint.remove",
@@ -369,6 +392,56 @@ impl Manager {
             checkpoint = name
         ))
         .await
+    }
+
+    /// Removes a checkpoint's images, then its record (the container's
+    /// lock held).
+    pub(super) async fn remove_checkpoint_locked(&self, container: &str, name: &str) -> Result<()> {
+        let dir = self.checkpoint_dir(container, name);
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove checkpoint", dir, e)),
+        }
+        let (c, n) = (container.to_owned(), name.to_owned());
+        self.store(move |s| s.delete_checkpoint(&c, &n)).await?;
+        info!(container, checkpoint = name, "checkpoint removed");
+        Ok(())
+    }
+
+    /// Start-up (phase 3, before the schedules resume): removes every
+    /// checkpoint folder that has no record, with its work folder: a dump
+    /// holdfastd did not finish because it was killed during it (the
+    /// record is written last). How many.
+    pub(super) async fn remove_unrecorded_checkpoints(&self) -> Result<usize> {
+        let root = self.checkpoints_root();
+        let mut removed = 0;
+        for container in dir_names(&root).await? {
+            if validate_name(&container).is_err() {
+                continue;
+            }
+            let c = container.clone();
+            let recorded: std::collections::HashSet<String> = self
+                .store(move |s| s.checkpoints(&c))
+                .await?
+                .into_iter()
+                .map(|cp| cp.name)
+                .collect();
+            for name in dir_names(&root.join(&container)).await? {
+                if recorded.contains(&name) || validate_checkpoint_name(&name).is_err() {
+                    continue;
+                }
+                warn!(
+                    container = %container,
+                    checkpoint = %name,
+                    "a checkpoint folder without a record (a dump holdfastd did not finish); removed"
+                );
+                remove_dir_if_any(&self.checkpoint_dir(&container, &name)).await;
+                remove_dir_if_any(&self.checkpoint_work_dir(&container, &name)).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// Removes every checkpoint of a container being removed (its lock
@@ -397,7 +470,7 @@ impl Manager {
     /// Re-creates a container's task from one of its checkpoints and
     /// starts it: its processes go on from where the checkpoint left them,
     /// writing to the same journal. The container must not be running.
-    pub async fn restore(&self, container: &str, checkpoint: &str) -> Result<Container> {
+    pub async fn restore(self: &Arc<Self>, container: &str, checkpoint: &str) -> Result<Container> {
         validate_name(container)?;
         validate_checkpoint_name(checkpoint)?;
         let _guard = self.lock(container).await?;
@@ -406,7 +479,7 @@ impl Manager {
             .await
     }
 
-    async fn restore_locked(&self, container: &str, name: &str) -> Result<Container> {
+    async fn restore_locked(self: &Arc<Self>, container: &str, name: &str) -> Result<Container> {
         let mut record = self.record(container).await?;
         if self.get_checkpoint(container, name).await?.is_none() {
             return Err(checkpoint_not_found(container, name));
@@ -480,6 +553,7 @@ impl Manager {
         self.put(&record).await?;
         self.life.reset_backoff(container);
         self.life.started(container, pid);
+        self.arm_schedule(&record);
         info!(pid, "container restored from its checkpoint");
         self.event(container, "restore", 0, name);
         Ok(record)

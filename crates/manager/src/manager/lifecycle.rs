@@ -401,6 +401,7 @@ impl Manager {
             state.status = ContainerStatus::Restarting as i32;
         }
         self.put(&record).await?;
+        self.disarm_schedule(&name);
         self.life.notify_exit(&name, code, at);
         info!(container = %name, exit_code = code, restart, "container exited");
         self.event(&name, "exit", code, "");

@@ -10,7 +10,8 @@
 //!    recorded as exited with [`UNKNOWN_EXIT_CODE`]; containers labelled as
 //!    holdfast's with no record are reported;
 //! 3. **restart policies and auto-remove**, as Docker does when its daemon
-//!    starts; then the monitor starts.
+//!    starts, and the checkpoint schedules of running containers resume;
+//!    then the monitor starts.
 //!
 //! Each phase logs how long it took (`elapsed_ms`).
 
@@ -119,6 +120,12 @@ pub struct StartupReport {
     pub restarted: usize,
     /// Containers auto-removed in phase 3.
     pub removed: usize,
+    /// Checkpoint schedules of adopted running containers armed again in
+    /// phase 3.
+    pub schedules_resumed: usize,
+    /// Checkpoint folders without a record (dumps holdfastd did not
+    /// finish) removed in phase 3.
+    pub unrecorded_checkpoints: usize,
     /// How long each phase took.
     pub phase_times: [Duration; 3],
 }
@@ -160,6 +167,8 @@ impl Manager {
         let t = Instant::now();
         self.life.set_phase(Phase::Restarting);
         self.phase3_policies(permits, &mut report).await?;
+        report.unrecorded_checkpoints = self.remove_unrecorded_checkpoints().await?;
+        report.schedules_resumed = self.resume_schedules().await?;
         let monitor = self
             .start_monitor()
             .ok_or_else(|| Error::Internal("start-up ran twice".into()))?;
@@ -169,7 +178,9 @@ impl Manager {
             elapsed_ms = t.elapsed().as_millis() as u64,
             restarted = report.restarted,
             auto_removed = report.removed,
-            "start-up phase 3 done: restart policies applied, exits monitored"
+            unrecorded_checkpoints = report.unrecorded_checkpoints,
+            schedules_resumed = report.schedules_resumed,
+            "start-up phase 3 done: restart policies applied, checkpoint schedules resumed, exits monitored"
         );
         self.life.set_phase(Phase::Ready);
         Ok((report, monitor))

@@ -1,6 +1,7 @@
-//! holdfastd's shutdown, the reverse of start-up: no more restarts (the
-//! monitor stops, pending restarts are cancelled, operations in flight
-//! finish: [`QUIESCE_TIMEOUT`]), then, with live restore
+//! holdfastd's shutdown, the reverse of start-up: no more restarts or
+//! scheduled checkpoints (the monitor stops, pending restarts and
+//! checkpoint schedules are cancelled, operations in flight, a scheduled
+//! dump included, finish: [`QUIESCE_TIMEOUT`]), then, with live restore
 //! off, every running container is stopped in parallel, each with its own
 //! stop signal and timeout, under one deadline ([`crate::stop`]).
 //!
@@ -49,6 +50,7 @@ impl Manager {
         self.life.set_phase(Phase::ShuttingDown);
         drop(monitor);
         self.life.cancel_all_restarts();
+        self.disarm_all_schedules();
         self.quiesce(QUIESCE_TIMEOUT).await;
         if live_restore {
             info!("live restore: leaving every container running");

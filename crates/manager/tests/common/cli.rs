@@ -34,6 +34,7 @@ pub fn cli_binary() -> Result<PathBuf> {
 pub struct Holdfastd {
     child: Option<Child>,
     log: PathBuf,
+    config: PathBuf,
     /// Its API socket.
     pub socket: PathBuf,
     /// Its `root`.
@@ -64,34 +65,59 @@ impl Holdfastd {
             ),
         )?;
         let log = cd.dir().join("holdfastd.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_holdfastd"))
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("spawn holdfastd")?;
-        let hd = Holdfastd {
-            child: Some(child),
+        std::fs::File::create(&log)?;
+        let mut hd = Holdfastd {
+            child: None,
             log,
+            config,
             socket,
             root,
             journals,
             cli,
         };
+        hd.spawn_daemon()?;
+        Ok(hd)
+    }
+
+    /// `kill -9` of holdfastd (if it runs), then starts it again with the
+    /// same config (its log appended); returns once start-up is done (the
+    /// log says phase 3 is).
+    pub fn kill9_and_start_again(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        let done = "start-up phase 3 done";
+        let before = self.log().matches(done).count();
+        self.spawn_daemon()?;
+        self.wait_log(done, before + 1, Duration::from_secs(30))
+    }
+
+    /// Spawns holdfastd (stderr appended to its log) and waits until its
+    /// socket accepts connections.
+    fn spawn_daemon(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().append(true).open(&self.log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_holdfastd"))
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn holdfastd")?;
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::os::unix::net::UnixStream::connect(&hd.socket).is_err() {
+        while std::os::unix::net::UnixStream::connect(&self.socket).is_err() {
             if Instant::now() > deadline {
                 bail!(
                     "holdfastd's socket did not answer in 30 s; its log:\n{}",
-                    hd.log()
+                    self.log()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ok(hd)
+        Ok(())
     }
 
     /// holdfastd's own log so far.
