@@ -287,14 +287,18 @@ cell() {
     fi
 }
 
-ratio() {
-    local a="${R[$1|$OURS|$2]:-}" b="${R[$1|$GO|$2]:-}"
+# ratio_of VERSION A B METRIC: R[VERSION|A|METRIC] ÷ R[VERSION|B|METRIC]
+# with two decimals, or n/a.
+ratio_of() {
+    local a="${R[$1|$2|$4]:-}" b="${R[$1|$3|$4]:-}"
     if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
         awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
     else
         echo n/a
     fi
 }
+
+ratio() { ratio_of "$1" "$OURS" "$GO" "$2"; }
 
 # row LABEL METRIC SCALE FORMAT: one table row for version $V.
 row() {
@@ -942,13 +946,52 @@ mgr_ns_dkp() { printf '%s-mobyp\n' "$(ns_of "$1")"; }
 mgr_namespaces() { printf '%s\n' "$(mgr_ns_hd "$1")" "$(mgr_ns_dk "$1")" "$(mgr_ns_dkp "$1")"; }
 mgr_name() { printf 'm-%s\n' "$1"; }
 
-# hd VERSION ARGS...: our CLI against the bench's holdfastd for VERSION.
-hd() {
-    local m
-    m="$(mgr_dir "$1")"
-    shift
-    timeout "$MGR_CLI_TIMEOUT" "$BENCH_DIR/ours/holdfast" --host "unix://$m/hd/holdfastd.sock" "$@"
+# ours_cli DIR TIMEOUT ARGS...: our CLI (the run's copy) against the
+# holdfastd whose socket is DIR/holdfastd.sock.
+ours_cli() {
+    local d="$1" t="$2"
+    shift 2
+    timeout "$t" "$BENCH_DIR/ours/holdfast" --host "unix://$d/holdfastd.sock" "$@"
 }
+
+# hd_config DIR VERSION NAMESPACE CGROUP_PARENT: DIR/holdfastd.toml for a
+# private holdfastd on the bench's containerd VERSION with everything under
+# DIR (root, socket, journals).
+hd_config() {
+    local d="$1" version="$2"
+    mkdir -p "$d"
+    cat >"$d/holdfastd.toml" <<EOF
+# Written by holdfast scripts/bench.sh: a private holdfastd on the bench's
+# containerd $version.
+root = "$d/root"
+socket = "$d/holdfastd.sock"
+log_level = "info"
+live_restore = true
+cgroup_parent = "$4"
+
+[containerd]
+address = "$(dir_of "$version")/containerd.sock"
+namespace = "$3"
+
+[log]
+dir = "$d/logs"
+EOF
+}
+
+# daemon_pid PIDFILE DIR: the pid in PIDFILE if it runs with DIR/ on its
+# command line (a pid file left by a dead run may name a reused pid).
+daemon_pid() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 0
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    case "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" in
+        *"$2/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
+    esac
+    return 0
+}
+
+# hd VERSION ARGS...: our CLI against the bench's holdfastd for VERSION.
+hd() { ours_cli "$(mgr_dir "$1")/hd" "$MGR_CLI_TIMEOUT" "${@:2}"; }
 
 # dk VERSION ARGS...: Debian's docker CLI against the bench's dockerd.
 dk() {
@@ -961,15 +1004,10 @@ dk() {
 # mgr_pid VERSION DAEMON: the pid of the bench's holdfastd or dockerd for
 # VERSION, if it runs (its pid file may name a reused pid: check its args).
 mgr_pid() {
-    local m pid
+    local m
     m="$(mgr_dir "$1")"
-    if [[ "$2" == "$MGR_OURS" ]]; then pid="$(cat "$m/hd/holdfastd.pid" 2>/dev/null)" || return 0
-    else pid="$(cat "$m/dk/docker.pid" 2>/dev/null)" || return 0; fi
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    case "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" in
-        *"$m/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
-    esac
-    return 0
+    if [[ "$2" == "$MGR_OURS" ]]; then daemon_pid "$m/hd/holdfastd.pid" "$m"
+    else daemon_pid "$m/dk/docker.pid" "$m"; fi
 }
 
 # mgr_kill VERSION DAEMON SIGNAL: signal the daemon and wait until it is
@@ -1073,25 +1111,7 @@ mgr_prepare() {
 }
 
 mgr_hd_config() {
-    local version="$1" m
-    m="$(mgr_dir "$version")"
-    mkdir -p "$m/hd"
-    cat >"$m/hd/holdfastd.toml" <<EOF
-# Written by holdfast scripts/bench.sh: a private holdfastd on the bench's
-# containerd $version.
-root = "$m/hd/root"
-socket = "$m/hd/holdfastd.sock"
-log_level = "info"
-live_restore = true
-cgroup_parent = "$HF_CGROUP_PARENT/hd${version//./}"
-
-[containerd]
-address = "$(dir_of "$version")/containerd.sock"
-namespace = "$(mgr_ns_hd "$version")"
-
-[log]
-dir = "$m/hd/logs"
-EOF
+    hd_config "$(mgr_dir "$1")/hd" "$1" "$(mgr_ns_hd "$1")" "$HF_CGROUP_PARENT/hd${1//./}"
 }
 
 mgr_dk_config() {
@@ -1415,14 +1435,7 @@ section_manager() {
 }
 
 # mratio METRIC: holdfastd ÷ dockerd for version $V, or n/a.
-mratio() {
-    local a="${R[$V|$MGR_OURS|$1]:-}" b="${R[$V|$MGR_PEER|$1]:-}"
-    if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
-        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
-    else
-        echo n/a
-    fi
-}
+mratio() { ratio_of "$V" "$MGR_OURS" "$MGR_PEER" "$1"; }
 
 # mrow LABEL METRIC SCALE FORMAT [PEER]: one row for version $V; PEER, when
 # given, stands in dockerd's column (and the ratio is —).
@@ -1577,21 +1590,11 @@ ck_label() {
 }
 
 # ckh VERSION ARGS...: our CLI against the section's holdfastd for VERSION.
-ckh() {
-    local c
-    c="$(ck_dir "$1")"
-    shift
-    timeout "$CK_TIMEOUT" "$BENCH_DIR/ours/holdfast" --host "unix://$c/hd/holdfastd.sock" "$@"
-}
+ckh() { ours_cli "$(ck_dir "$1")/hd" "$CK_TIMEOUT" "${@:2}"; }
 
 # ckr VERSION ARGS...: runc with the section's state root and the CRIU the
 # shim uses.
-ckr() {
-    local c
-    c="$(ck_dir "$1")"
-    shift
-    timeout "$CK_TIMEOUT" runc --root "$c/runc-state" --criu "$HF_CRIU" "$@"
-}
+ckr() { timeout "$CK_TIMEOUT" runc --root "$(ck_dir "$1")/runc-state" --criu "$HF_CRIU" "${@:2}"; }
 
 # ck_timed COMMAND...: run COMMAND (its output into CK_OUT); CK_T0 and
 # CK_T1 are the times just before and after it.
@@ -1606,16 +1609,7 @@ ck_timed() {
 ck_ms() { awk -v a="$CK_T0" -v b="$CK_T1" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'; }
 
 # ck_hd_pid VERSION: the section's holdfastd, if it runs.
-ck_hd_pid() {
-    local c pid
-    c="$(ck_dir "$1")"
-    pid="$(cat "$c/hd/holdfastd.pid" 2>/dev/null)" || return 0
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    case "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" in
-        *"$c/hd/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
-    esac
-    return 0
-}
+ck_hd_pid() { daemon_pid "$(ck_dir "$1")/hd/holdfastd.pid" "$(ck_dir "$1")/hd"; }
 
 # ck_hd_start VERSION: a private holdfastd on the version's containerd (own
 # root, socket, namespace, journal folder, cgroup parent); false with the
@@ -1623,23 +1617,7 @@ ck_hd_pid() {
 ck_hd_start() {
     local version="$1" c pid deadline
     c="$(ck_dir "$version")"
-    mkdir -p "$c/hd"
-    cat >"$c/hd/holdfastd.toml" <<TOML
-# Written by holdfast scripts/bench.sh: the checkpoint section's holdfastd
-# on the bench's containerd $version.
-root = "$c/hd/root"
-socket = "$c/hd/holdfastd.sock"
-log_level = "info"
-live_restore = true
-cgroup_parent = "$(ck_cgroup "$version")"
-
-[containerd]
-address = "$(dir_of "$version")/containerd.sock"
-namespace = "$(ck_ns "$version")"
-
-[log]
-dir = "$c/hd/logs"
-TOML
+    hd_config "$c/hd" "$version" "$(ck_ns "$version")" "$(ck_cgroup "$version")"
     NO_COLOR=1 setsid "$BENCH_DIR/ours/holdfastd" --config "$c/hd/holdfastd.toml" >"$c/hd/holdfastd.log" 2>&1 </dev/null &
     pid=$!
     disown "$pid"
@@ -1891,15 +1869,9 @@ section_checkpoint() {
 }
 
 # ckratio METRIC: holdfast ÷ runc for version $V, or n/a.
-ckratio() {
-    local a="${R[$V|$CK_OURS|$1]:-}" b="${R[$V|$CK_PEER|$1]:-}"
-    if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
-        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
-    else
-        echo n/a
-    fi
-}
+ckratio() { ratio_of "$V" "$CK_OURS" "$CK_PEER" "$1"; }
 
+# ckrow LABEL METRIC SCALE FORMAT: one row for version $V.
 ckrow() {
     printf '| %s | %s | %s | %s |\n' "$1" "$(cell "$V" "$CK_OURS" "$2" "$3" "$4")" \
         "$(cell "$V" "$CK_PEER" "$2" "$3" "$4")" "$(ckratio "$2")"
@@ -1919,7 +1891,7 @@ method_checkpoint() {
 - The peer, in the same run, alternately: \`runc --criu $HF_CRIU\` ($(runc --version 2>/dev/null | head -n 1),
   CRIU $("$HF_CRIU" --version 2>/dev/null | awk '/^Version/ { print $2 }')) with its own \`--root\`, on a bundle whose
   \`config.json\` is the OCI spec holdfastd made for its container (from
-  \`ctr c info\`), with only the root (a second copy of the same busybox
+  \`ctr c info --spec\`), with only the root (a second copy of the same busybox
   folder), the cgroup path and the arguments changed: \`runc run -d\`,
   \`runc checkpoint [--leave-running] --image-path … --work-path …\`,
   \`runc restore -d --bundle …\`.
@@ -2147,25 +2119,29 @@ version_cgroups() {
 # after an interrupted run: with dockerd gone, its Go shims hang on Delete
 # (their FIFO reader is gone) until ctr's timeout, for hundreds of tasks.
 kill_version_tasks() {
-    local version="$1" dir try d pid ns pids cmd
+    local version="$1" dir try d pid ns pids args i
+    local -A daemon_ns=()
     dir="$(dir_of "$version")"
     for ((try = 0; try < 5; try++)); do
         pids=()
         while IFS= read -r d; do
             [[ ! -f "$d/freezer.state" ]] || echo THAWED >"$d/freezer.state" 2>/dev/null || true
             [[ ! -f "$d/cgroup.freeze" ]] || echo 0 >"$d/cgroup.freeze" 2>/dev/null || true
-            while read -r pid; do pids+=("$pid"); done <"$d/cgroup.procs" 2>/dev/null || true
+            while read -r pid; do pids+=("$pid"); done 2>/dev/null <"$d/cgroup.procs" || true
         done < <(version_cgroups "$version" | xargs -r -I{} find {} -type d 2>/dev/null)
         ((${#pids[@]})) || break
         kill -9 "${pids[@]}" 2>/dev/null || true
         sleep 0.1
     done
+    # Shims: their -namespace argument (read without a fork per shim: there
+    # may be thousands).
+    for ns in $(daemon_namespaces "$version"); do daemon_ns[$ns]=1; done
     for pid in $(hf_shim_pids "$dir"); do
-        cmd="$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" || continue
-        for ns in $(daemon_namespaces "$version"); do
-            if [[ "$cmd" == *" -namespace $ns "* ]]; then
-                kill -9 "$pid" 2>/dev/null || true
-            fi
+        mapfile -d '' -t args 2>/dev/null <"/proc/$pid/cmdline" || continue
+        for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+            [[ "${args[i]}" == -namespace ]] || continue
+            [[ -z "${daemon_ns[${args[i + 1]}]:-}" ]] || kill -9 "$pid" 2>/dev/null || true
+            break
         done
     done
 }
@@ -2187,7 +2163,8 @@ cleanup_version() {
 }
 
 cleanup_all() {
-    local version
+    local version t0="$EPOCHREALTIME"
+    [[ -z "$INTERRUPTED" ]] || hf_log "bench: interrupted ($INTERRUPTED); cleaning up"
     for version in "${VERSIONS[@]}"; do cleanup_version "$version"; done
     hf_remove_cgroups "$HF_CGROUP_PARENT"
     # FIFOs a killed ctr left, and journals of our shim's default folder
@@ -2197,7 +2174,12 @@ cleanup_all() {
         rm -rf "/var/lib/holdfast/logs/$(ns_of "$version")"
     done
     rm -rf "$BENCH_DIR"
+    [[ -z "$INTERRUPTED" ]] ||
+        hf_log "bench: cleaned up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
 }
+
+# The signal that interrupted the run, if one did.
+INTERRUPTED=""
 
 main() {
     local version s rt status=0 start=$SECONDS
@@ -2205,8 +2187,15 @@ main() {
     # A previous run killed hard may have left its folder behind.
     for version in "${VERSIONS[@]}"; do hf_cleanup "$(dir_of "$version")"; done
     rm -rf "$BENCH_DIR"
-    trap cleanup_all EXIT
-    trap 'exit 130' INT TERM HUP
+    # A signal's trap runs with the redirections of the command it cut
+    # short (e.g. stderr into a scratch file): clean up with the run's own.
+    # Without errexit: a step that fails (a file containerd removed in the
+    # meantime) must not end the cleanup there.
+    exec {BENCH_STDOUT}>&1 {BENCH_STDERR}>&2
+    trap 'set +e; cleanup_all >&"$BENCH_STDOUT" 2>&"$BENCH_STDERR"' EXIT
+    trap 'INTERRUPTED=SIGINT; exit 130' INT
+    trap 'INTERRUPTED=SIGTERM; exit 143' TERM
+    trap 'INTERRUPTED=SIGHUP; exit 129' HUP
     mkdir -p "$BENCH_DIR"
     hf_copy_rootfs "$BENCH_DIR/rootfs"
     mkdir -p "$BENCH_DIR/rootfs/bench"
