@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # holdfast bench: our shim (io.rust.shim.v2) against containerd's Go shim
-# (io.containerd.runc.v2), and holdfastd against dockerd --live-restore
-# (Debian's docker.io, installed if missing), on containerd 1.6 and 1.7, in
-# one run; writes BENCHMARKS.md.
+# (io.containerd.runc.v2), holdfastd against dockerd --live-restore
+# (Debian's docker.io, installed if missing), and holdfast's checkpoint,
+# restore, export and import against raw runc + CRIU, on containerd 1.6 and
+# 1.7, in one run; writes BENCHMARKS.md.
 #
 #   make bench                 # setup + build + this script
 #   bash scripts/bench.sh      # the same, without setup and build
 #
 # Knobs (env; defaults, then the quick mode's): HOLDFAST_BENCH_QUICK=1 (a
 # short run, a few minutes), HOLDFAST_BENCH_SECTIONS ("idle throughput
-# outage manager"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"),
+# outage manager checkpoint"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"),
 # HOLDFAST_BENCH_IDLE (20 / 5 containers), HOLDFAST_BENCH_REPEAT (3 / 1
 # rounds of those), HOLDFAST_BENCH_SINGLE_ROUNDS (3 / 1),
 # HOLDFAST_BENCH_SETTLE (1 s before reading memory), HOLDFAST_BENCH_TP_MIB
@@ -26,6 +27,10 @@
 # daemon), HOLDFAST_BENCH_MANAGER_CALLS (20 / 5 calls per latency figure),
 # HOLDFAST_BENCH_MANAGER_EVERY (1 s between a container's lines),
 # HOLDFAST_BENCH_MANAGER_TIMEOUT (300 s for a daemon to be ready),
+# HOLDFAST_BENCH_CKPT_MIB ("0 256 1024": MiB of touched memory per
+# checkpoint size), HOLDFAST_BENCH_CKPT_ROUNDS (3 / 1 rounds per size),
+# HOLDFAST_BENCH_CKPT_TICK (0.01 s between the container's ticks),
+# HOLDFAST_BENCH_CKPT_TIMEOUT (300 s per checkpoint step),
 # HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
 #
 # Sections: each is a pair of functions, section_<name> VERSION (measures,
@@ -42,7 +47,7 @@ QUICK="${HOLDFAST_BENCH_QUICK:-0}"
 [[ "$QUICK" == 1 ]] || QUICK=0
 # q FULL QUICK: the default of a knob in a full or a quick run.
 q() { if ((QUICK)); then echo "$2"; else echo "$1"; fi; }
-read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage manager}"
+read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage manager checkpoint}"
 read -r -a VERSIONS <<<"${HOLDFAST_BENCH_VERSIONS:-1.6 1.7}"
 IDLE_N="${HOLDFAST_BENCH_IDLE:-$(q 20 5)}"
 SINGLE_ROUNDS="${HOLDFAST_BENCH_SINGLE_ROUNDS:-$(q 3 1)}"
@@ -282,14 +287,18 @@ cell() {
     fi
 }
 
-ratio() {
-    local a="${R[$1|$OURS|$2]:-}" b="${R[$1|$GO|$2]:-}"
+# ratio_of VERSION A B METRIC: R[VERSION|A|METRIC] ÷ R[VERSION|B|METRIC]
+# with two decimals, or n/a.
+ratio_of() {
+    local a="${R[$1|$2|$4]:-}" b="${R[$1|$3|$4]:-}"
     if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
         awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
     else
         echo n/a
     fi
 }
+
+ratio() { ratio_of "$1" "$OURS" "$GO" "$2"; }
 
 # row LABEL METRIC SCALE FORMAT: one table row for version $V.
 row() {
@@ -937,13 +946,52 @@ mgr_ns_dkp() { printf '%s-mobyp\n' "$(ns_of "$1")"; }
 mgr_namespaces() { printf '%s\n' "$(mgr_ns_hd "$1")" "$(mgr_ns_dk "$1")" "$(mgr_ns_dkp "$1")"; }
 mgr_name() { printf 'm-%s\n' "$1"; }
 
-# hd VERSION ARGS...: our CLI against the bench's holdfastd for VERSION.
-hd() {
-    local m
-    m="$(mgr_dir "$1")"
-    shift
-    timeout "$MGR_CLI_TIMEOUT" "$BENCH_DIR/ours/holdfast" --host "unix://$m/hd/holdfastd.sock" "$@"
+# ours_cli DIR TIMEOUT ARGS...: our CLI (the run's copy) against the
+# holdfastd whose socket is DIR/holdfastd.sock.
+ours_cli() {
+    local d="$1" t="$2"
+    shift 2
+    timeout "$t" "$BENCH_DIR/ours/holdfast" --host "unix://$d/holdfastd.sock" "$@"
 }
+
+# hd_config DIR VERSION NAMESPACE CGROUP_PARENT: DIR/holdfastd.toml for a
+# private holdfastd on the bench's containerd VERSION with everything under
+# DIR (root, socket, journals).
+hd_config() {
+    local d="$1" version="$2"
+    mkdir -p "$d"
+    cat >"$d/holdfastd.toml" <<EOF
+# Written by holdfast scripts/bench.sh: a private holdfastd on the bench's
+# containerd $version.
+root = "$d/root"
+socket = "$d/holdfastd.sock"
+log_level = "info"
+live_restore = true
+cgroup_parent = "$4"
+
+[containerd]
+address = "$(dir_of "$version")/containerd.sock"
+namespace = "$3"
+
+[log]
+dir = "$d/logs"
+EOF
+}
+
+# daemon_pid PIDFILE DIR: the pid in PIDFILE if it runs with DIR/ on its
+# command line (a pid file left by a dead run may name a reused pid).
+daemon_pid() {
+    local pid
+    pid="$(cat "$1" 2>/dev/null)" || return 0
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
+    case "$(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline")" in
+        *"$2/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
+    esac
+    return 0
+}
+
+# hd VERSION ARGS...: our CLI against the bench's holdfastd for VERSION.
+hd() { ours_cli "$(mgr_dir "$1")/hd" "$MGR_CLI_TIMEOUT" "${@:2}"; }
 
 # dk VERSION ARGS...: Debian's docker CLI against the bench's dockerd.
 dk() {
@@ -956,15 +1004,10 @@ dk() {
 # mgr_pid VERSION DAEMON: the pid of the bench's holdfastd or dockerd for
 # VERSION, if it runs (its pid file may name a reused pid: check its args).
 mgr_pid() {
-    local m pid
+    local m
     m="$(mgr_dir "$1")"
-    if [[ "$2" == "$MGR_OURS" ]]; then pid="$(cat "$m/hd/holdfastd.pid" 2>/dev/null)" || return 0
-    else pid="$(cat "$m/dk/docker.pid" 2>/dev/null)" || return 0; fi
-    [[ "$pid" =~ ^[0-9]+$ ]] || return 0
-    case "$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" in
-        *"$m/"*) hf_pid_alive "$pid" && printf '%s\n' "$pid" ;;
-    esac
-    return 0
+    if [[ "$2" == "$MGR_OURS" ]]; then daemon_pid "$m/hd/holdfastd.pid" "$m"
+    else daemon_pid "$m/dk/docker.pid" "$m"; fi
 }
 
 # mgr_kill VERSION DAEMON SIGNAL: signal the daemon and wait until it is
@@ -1042,16 +1085,23 @@ mgr_need_docker() {
     [[ -x "$DOCKERD" && -x "$DOCKER" ]] || echo "cannot install docker.io: $(last_line "$BENCH_DIR/apt.log")"
 }
 
+# ours_daemons: once per run, copies of holdfastd and holdfast (a rebuild
+# during the run changes nothing); the manager and checkpoint sections use
+# them.
+ours_daemons() {
+    local b
+    mkdir -p "$BENCH_DIR/ours"
+    for b in holdfastd holdfast; do
+        [[ -x "$BENCH_DIR/ours/$b" || ! -x "$HOLDFAST_BIN_DIR/$b" ]] || cp "$HOLDFAST_BIN_DIR/$b" "$BENCH_DIR/ours/$b"
+    done
+}
+
 # mgr_prepare: once per run: copies of holdfastd and holdfast, the peer
 # installed and its image archive.
 mgr_prepare() {
-    local b
     ((!MGR_PREPARED)) || return 0
     MGR_PREPARED=1
-    mkdir -p "$BENCH_DIR/ours"
-    for b in holdfastd holdfast; do
-        [[ ! -x "$HOLDFAST_BIN_DIR/$b" ]] || cp "$HOLDFAST_BIN_DIR/$b" "$BENCH_DIR/ours/$b"
-    done
+    ours_daemons
     [[ -d /run/docker ]] || MGR_RUN_DOCKER_EXISTED=0
     MGR_PEER_MISSING="$(mgr_need_docker)"
     if [[ -z "$MGR_PEER_MISSING" ]]; then
@@ -1061,25 +1111,7 @@ mgr_prepare() {
 }
 
 mgr_hd_config() {
-    local version="$1" m
-    m="$(mgr_dir "$version")"
-    mkdir -p "$m/hd"
-    cat >"$m/hd/holdfastd.toml" <<EOF
-# Written by holdfast scripts/bench.sh: a private holdfastd on the bench's
-# containerd $version.
-root = "$m/hd/root"
-socket = "$m/hd/holdfastd.sock"
-log_level = "info"
-live_restore = true
-cgroup_parent = "$HF_CGROUP_PARENT/hd${version//./}"
-
-[containerd]
-address = "$(dir_of "$version")/containerd.sock"
-namespace = "$(mgr_ns_hd "$version")"
-
-[log]
-dir = "$m/hd/logs"
-EOF
+    hd_config "$(mgr_dir "$1")/hd" "$1" "$(mgr_ns_hd "$1")" "$HF_CGROUP_PARENT/hd${1//./}"
 }
 
 mgr_dk_config() {
@@ -1403,14 +1435,7 @@ section_manager() {
 }
 
 # mratio METRIC: holdfastd ÷ dockerd for version $V, or n/a.
-mratio() {
-    local a="${R[$V|$MGR_OURS|$1]:-}" b="${R[$V|$MGR_PEER|$1]:-}"
-    if [[ -n "$a" && -n "$b" ]] && awk -v b="$b" 'BEGIN { exit !(b > 0) }'; then
-        awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f\n", a / b }'
-    else
-        echo n/a
-    fi
-}
+mratio() { ratio_of "$V" "$MGR_OURS" "$MGR_PEER" "$1"; }
 
 # mrow LABEL METRIC SCALE FORMAT [PEER]: one row for version $V; PEER, when
 # given, stands in dockerd's column (and the ratio is —).
@@ -1517,6 +1542,433 @@ render_manager() {
     done
 }
 
+# ---------------------------------------------------------------- section: checkpoint
+
+# Checkpoint and restore through holdfast (holdfastd on the bench's
+# containerd, its CLI, our shim, runc, CRIU) against raw `runc checkpoint` /
+# `runc restore` with the same CRIU on an equivalent bundle (the OCI spec
+# holdfastd made, the same busybox rootfs, the same process), for each size
+# of touched memory; both alternately in each round. Results go to
+# R["<version>|<who>|ck<MiB>_<metric>"] with <who> holdfast or runc.
+CK_OURS=holdfast
+CK_PEER=runc
+CK_WHO=("$CK_OURS" "$CK_PEER")
+read -r -a CK_SIZES <<<"${HOLDFAST_BENCH_CKPT_MIB:-0 256 1024}"
+CK_ROUNDS="${HOLDFAST_BENCH_CKPT_ROUNDS:-$(q 3 1)}"
+CK_TICK="${HOLDFAST_BENCH_CKPT_TICK:-0.01}"
+CK_TIMEOUT="${HOLDFAST_BENCH_CKPT_TIMEOUT:-300}"
+# The process: its stdio is the container's own /dev/null (so the raw runc
+# container needs no pipes from the bench, and both dump the same fds). For
+# MiB > 0 a busybox dd reads MiB MiB of /dev/urandom into one buffer (its
+# anonymous memory, which CRIU dumps; random, so that the export archive
+# cannot shrink it) and then blocks writing it into a pipe nobody reads;
+# once its read is done the ready file appears. The init shell appends
+# $EPOCHREALTIME to a ticks file every CK_TICK s: the gaps show how long it
+# was frozen.
+# shellcheck disable=SC2016 # expanded by the container's shell
+CK_SCRIPT='id=$1 mib=$2 tick=$3
+exec </dev/null >/dev/null 2>&1
+if [ "$mib" -gt 0 ]; then
+    dd if=/dev/urandom bs=${mib}M count=1 iflag=fullblock | { head -c 1 >/dev/null; echo >/bench/$id.ready; exec sleep 2147483647; } &
+else
+    echo >/bench/$id.ready
+fi
+while :; do echo $EPOCHREALTIME >>/bench/$id.ticks; sleep $tick; done'
+# zstd as holdfast's archive writes it (level 3, one thread, with checksum).
+CK_ZSTD="zstd -3 -T1 --check -q"
+
+ck_dir() { printf '%s/ck\n' "$(dir_of "$1")"; }
+ck_ns() { printf '%s-ck\n' "$(ns_of "$1")"; }
+ck_cgroup() { printf '%s/ck%s\n' "$HF_CGROUP_PARENT" "${1//./}"; }
+ck_rootfs() { printf '%s/ck-rootfs-%s\n' "$BENCH_DIR" "$1"; }
+ck_label() {
+    case "$1" in
+        0) echo "~0 MiB" ;;
+        1024) echo "1 GiB" ;;
+        *) echo "$1 MiB" ;;
+    esac
+}
+
+# ckh VERSION ARGS...: our CLI against the section's holdfastd for VERSION.
+ckh() { ours_cli "$(ck_dir "$1")/hd" "$CK_TIMEOUT" "${@:2}"; }
+
+# ckr VERSION ARGS...: runc with the section's state root and the CRIU the
+# shim uses.
+ckr() { timeout "$CK_TIMEOUT" runc --root "$(ck_dir "$1")/runc-state" --criu "$HF_CRIU" "${@:2}"; }
+
+# ck_timed COMMAND...: run COMMAND (its output into CK_OUT); CK_T0 and
+# CK_T1 are the times just before and after it.
+ck_timed() {
+    local rc=0
+    CK_T0="$EPOCHREALTIME"
+    "$@" >"$CK_OUT" 2>&1 || rc=$?
+    CK_T1="$EPOCHREALTIME"
+    return "$rc"
+}
+
+ck_ms() { awk -v a="$CK_T0" -v b="$CK_T1" 'BEGIN { printf "%.1f\n", (b - a) * 1000 }'; }
+
+# ck_hd_pid VERSION: the section's holdfastd, if it runs.
+ck_hd_pid() { daemon_pid "$(ck_dir "$1")/hd/holdfastd.pid" "$(ck_dir "$1")/hd"; }
+
+# ck_hd_start VERSION: a private holdfastd on the version's containerd (own
+# root, socket, namespace, journal folder, cgroup parent); false with the
+# reason on stderr if it is not ready in time.
+ck_hd_start() {
+    local version="$1" c pid deadline
+    c="$(ck_dir "$version")"
+    hd_config "$c/hd" "$version" "$(ck_ns "$version")" "$(ck_cgroup "$version")"
+    NO_COLOR=1 setsid "$BENCH_DIR/ours/holdfastd" --config "$c/hd/holdfastd.toml" >"$c/hd/holdfastd.log" 2>&1 </dev/null &
+    pid=$!
+    disown "$pid"
+    printf '%s\n' "$pid" >"$c/hd/holdfastd.pid"
+    deadline=$((SECONDS + 60))
+    until grep -q 'start-up done; serving' "$c/hd/holdfastd.log" 2>/dev/null; do
+        if ! hf_pid_alive "$pid" || ((SECONDS >= deadline)); then
+            echo "holdfastd did not start: $(grep -v '\[core\]' "$c/hd/holdfastd.log" | last_line /dev/stdin)" >&2
+            return 1
+        fi
+        sleep 0.02
+    done
+}
+
+# ck_cleanup VERSION: stop the section's holdfastd (live restore: what still
+# runs is killed by kill_version_tasks) and delete the raw runc containers.
+ck_cleanup() {
+    local version="$1" c pid id
+    c="$(ck_dir "$version")"
+    pid="$(ck_hd_pid "$version")"
+    if [[ -n "$pid" ]]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        hf_wait_gone "$pid" 30 || kill -9 "$pid" 2>/dev/null || true
+    fi
+    [[ -d "$c/runc-state" ]] || return 0
+    for id in $(runc --root "$c/runc-state" list -q 2>/dev/null || true); do
+        timeout 10 runc --root "$c/runc-state" delete -f "$id" >/dev/null 2>&1 || true
+    done
+}
+
+# ck_error VERSION WHO MiB MESSAGE: remember the first failure of a size.
+ck_error() {
+    [[ -n "${SERR[$1|$2|checkpoint $3]:-}" ]] || SERR[$1|$2|checkpoint $3]="$4"
+    hf_log "bench: checkpoint, $2 with $(ck_label "$3") on containerd $1: $4"
+}
+
+# ck_op WHO VERSION ID OP [FILE]: one step for holdfast (CLI) or raw runc.
+# OPs: start, lr (a --leave-running checkpoint "lr"), rmlr, dump (the
+# checkpoint "cp"; the container stops), restore (from "cp"), export FILE,
+# import FILE, unimport, remove. For runc, ID's bundle is CK_BUNDLE.
+ck_op() {
+    local who="$1" version="$2" id="$3" op="$4" file="${5:-}" b
+    b="$(ck_dir "$version")/runc/$id"
+    if [[ "$who" == "$CK_OURS" ]]; then
+        case "$op" in
+            start) ckh "$version" run -d --name "$id" --rootfs "$(ck_rootfs ours)" -- \
+                /bin/sh -c "$CK_SCRIPT" sh "$id" "$CK_MIB" "$CK_TICK" ;;
+            lr) ckh "$version" checkpoint create --leave-running "$id" lr ;;
+            rmlr) ckh "$version" checkpoint rm "$id" lr ;;
+            dump) ckh "$version" checkpoint create "$id" cp ;;
+            restore) ckh "$version" restore "$id" cp ;;
+            export) ckh "$version" export "$id" cp -o "$file" ;;
+            import) ckh "$version" import "$file" --name "$id-i" ;;
+            unimport) ckh "$version" rm -f "$id-i" ;;
+            remove) ckh "$version" rm -f "$id" ;;
+        esac
+    else
+        case "$op" in
+            start)
+                mkdir -p "$b"
+                jq --arg root "$(ck_rootfs runc)" --arg cg "$(ck_cgroup "$version")/$id" \
+                    --arg script "$CK_SCRIPT" --arg id "$id" --arg mib "$CK_MIB" --arg tick "$CK_TICK" \
+                    '.root = { path: $root, readonly: false } | .linux.cgroupsPath = $cg
+                    | .process.args = ["/bin/sh", "-c", $script, "sh", $id, $mib, $tick]' \
+                    "$(ck_dir "$version")/spec.json" >"$b/config.json" || return 1
+                ckr "$version" run -d --bundle "$b" "$id" </dev/null
+                ;;
+            lr) ckr "$version" checkpoint --leave-running --image-path "$b/lr" --work-path "$b/lr-work" "$id" ;;
+            rmlr) rm -rf "$b/lr" "$b/lr-work" ;;
+            dump) ckr "$version" checkpoint --image-path "$b/cp" --work-path "$b/cp-work" "$id" ;;
+            restore) ckr "$version" restore -d --bundle "$b" --image-path "$b/cp" --work-path "$b/rs-work" "$id" </dev/null ;;
+            export) tar -C "$b/cp" -I "$CK_ZSTD" -cf "$file" . && sync "$file" ;;
+            import) mkdir "$b/imported" && tar -C "$b/imported" -I "$CK_ZSTD" -xf "$file" ;;
+            unimport) rm -rf "$b/imported" ;;
+            remove)
+                ckr "$version" delete -f "$id" || true
+                rm -rf "$b"
+                ;;
+        esac
+    fi
+}
+
+# ck_unblock WHO VERSION: before a holdfast checkpoint, outside the timing,
+# remove the blobs in the section's namespace of containerd's content store.
+# A workaround for a holdfastd bug: for a runtime not named
+# io.containerd.runc.*, containerd's Tasks.Checkpoint tars its own temporary
+# folder (empty: the images go to image_path) and the container's spec into
+# its content store after the dump; the second checkpoint on a containerd
+# finds the same blobs there and fails with "content sha256:…: already
+# exists" (before its garbage collector runs), after the dump (without
+# --leave-running the container is then gone, and holdfastd removes the
+# images). The namespace holds no image (rootfs-folder containers), and a
+# restore's blob lives only during its call.
+ck_unblock() {
+    local dir ns blobs
+    [[ "$1" == "$CK_OURS" ]] || return 0
+    dir="$(dir_of "$2")"
+    ns="$(ck_ns "$2")"
+    blobs="$(hf_ctr "$dir" -n "$ns" content ls -q 2>/dev/null)" || return 0
+    # shellcheck disable=SC2086 # one digest a word
+    [[ -z "$blobs" ]] || hf_ctr "$dir" -n "$ns" content rm $blobs >/dev/null 2>&1 || true
+}
+
+# ck_images WHO VERSION ID NAME: the image folder of checkpoint NAME.
+ck_images() {
+    if [[ "$1" == "$CK_OURS" ]]; then
+        printf '%s/hd/root/checkpoints/%s/%s\n' "$(ck_dir "$2")" "$3" "$4"
+    else
+        printf '%s/runc/%s/%s\n' "$(ck_dir "$2")" "$3" "$4"
+    fi
+}
+
+# ck_ticked_after FILE T: the last tick in FILE is later than T.
+ck_ticked_after() { awk -v t="$2" '{ l = $1 } END { exit !(l > t) }' "$1" 2>/dev/null; }
+
+# ck_frozen FILE T0 T1: the longest gap (ms) between consecutive ticks in
+# FILE that overlaps [T0, T1].
+ck_frozen() {
+    awk -v a="$2" -v b="$3" 'NR > 1 && $1 > a && p < b && $1 - p > m { m = $1 - p }
+        { p = $1 } END { printf "%.1f\n", m * 1000 }' "$1"
+}
+
+# ck_put TMP WHO MiB METRIC VALUE: one round's value.
+ck_put() { printf '%s\n' "$5" >>"$1/$2-$3-$4"; }
+
+# ck_run WHO VERSION MiB ROUND TMP: one container through every step; the
+# first failing step ends it (and is remembered).
+ck_run() {
+    local who="$1" version="$2" mib="$3" r="$4" tmp="$5" id ticks img bytes f err=""
+    CK_MIB="$mib"
+    if [[ "$who" == "$CK_OURS" ]]; then id="ck-$mib-$r"; else id="hfb$RUN_ID-ck-$mib-$r"; fi
+    ticks="$(ck_rootfs "$(short_ck "$who")")/bench/$id"
+    f="$(ck_dir "$version")/x/$id.archive"
+    mkdir -p "$(dirname "$f")"
+    if ! ck_op "$who" "$version" "$id" start >"$CK_OUT" 2>&1; then
+        err="start: $(last_line "$CK_OUT")"
+    elif ! wait_for "$CK_TIMEOUT" test -e "$ticks.ready" || ! wait_for 10 test -s "$ticks.ticks"; then
+        err="the container did not get ready (its ${mib} MiB touched) within ${CK_TIMEOUT} s"
+    fi
+    if [[ -z "$err" && "$who" == "$CK_OURS" && ! -s "$(ck_dir "$version")/spec.json" ]]; then
+        # The spec holdfastd made: the raw runc container's, but for its
+        # root, cgroup path and arguments.
+        hf_ctr "$(dir_of "$version")" -n "$(ck_ns "$version")" c info --spec "$id" \
+            >"$(ck_dir "$version")/spec.json" 2>/dev/null || rm -f "$(ck_dir "$version")/spec.json"
+    fi
+    sleep 0.3
+    # A --leave-running checkpoint: its time, and the longest stop of the
+    # ticks around it.
+    if [[ -z "$err" ]]; then
+        ck_unblock "$who" "$version"
+        if ck_timed ck_op "$who" "$version" "$id" lr; then
+            ck_put "$tmp" "$who" "$mib" lr "$(ck_ms)"
+            if wait_for 10 ck_ticked_after "$ticks.ticks" "$CK_T1"; then
+                ck_put "$tmp" "$who" "$mib" frozen "$(ck_frozen "$ticks.ticks" "$CK_T0" "$CK_T1")"
+            else
+                err="no tick within 10 s after the --leave-running checkpoint"
+            fi
+            ck_op "$who" "$version" "$id" rmlr >/dev/null 2>&1 || true
+        else
+            err="checkpoint --leave-running: $(last_line "$CK_OUT")"
+        fi
+    fi
+    # The checkpoint that stops the container, its image, and the restore.
+    if [[ -z "$err" ]]; then
+        ck_unblock "$who" "$version"
+        if ck_timed ck_op "$who" "$version" "$id" dump; then
+            ck_put "$tmp" "$who" "$mib" dump "$(ck_ms)"
+            img="$(ck_images "$who" "$version" "$id" cp)"
+            bytes="$(du -sb "$img" | cut -f1)"
+            ck_put "$tmp" "$who" "$mib" image "$bytes"
+            if ((bytes < mib * 1048576)); then
+                err="the image ($bytes bytes) is smaller than the ${mib} MiB touched: CRIU did not dump the memory"
+            fi
+        else
+            err="checkpoint: $(last_line "$CK_OUT")"
+        fi
+    fi
+    if [[ -z "$err" ]]; then
+        if ck_timed ck_op "$who" "$version" "$id" restore; then
+            ck_put "$tmp" "$who" "$mib" restore "$(ck_ms)"
+            wait_for 10 ck_ticked_after "$ticks.ticks" "$CK_T1" || err="no tick within 10 s after the restore"
+        else
+            err="restore: $(last_line "$CK_OUT")"
+        fi
+    fi
+    # Export and import of the checkpoint (not of ~0 MiB: too small to time).
+    if [[ -z "$err" ]] && ((mib > 0)); then
+        if ck_timed ck_op "$who" "$version" "$id" export "$f"; then
+            bytes="$(stat -c %s "$f")"
+            ck_put "$tmp" "$who" "$mib" archive "$bytes"
+            ck_put "$tmp" "$who" "$mib" export "$(awk -v b="$bytes" -v a="$CK_T0" -v c="$CK_T1" 'BEGIN { printf "%.1f\n", b / 1e6 / (c - a) }')"
+            if ck_timed ck_op "$who" "$version" "$id" import "$f"; then
+                ck_put "$tmp" "$who" "$mib" import "$(awk -v b="$bytes" -v a="$CK_T0" -v c="$CK_T1" 'BEGIN { printf "%.1f\n", b / 1e6 / (c - a) }')"
+            else
+                err="import: $(last_line "$CK_OUT")"
+            fi
+            ck_op "$who" "$version" "$id" unimport >/dev/null 2>&1 || true
+        else
+            err="export: $(last_line "$CK_OUT")"
+        fi
+    fi
+    rm -f "$f"
+    ck_op "$who" "$version" "$id" remove >/dev/null 2>&1 || true
+    rm -f "$ticks".*
+    [[ -z "$err" ]] || ck_error "$version" "$who" "$mib" "$err"
+}
+
+short_ck() { if [[ "$1" == "$CK_OURS" ]]; then echo ours; else echo runc; fi; }
+
+section_checkpoint() {
+    local version="$1" tmp c mib r who d
+    tmp="$(dir_of "$version")/ck-tmp"
+    c="$(ck_dir "$version")"
+    CK_OUT="$c/out"
+    mkdir -p "$tmp" "$c/runc-state"
+    ours_daemons
+    for who in ours runc; do
+        [[ -d "$(ck_rootfs "$who")" ]] || { hf_copy_rootfs "$(ck_rootfs "$who")" && mkdir -p "$(ck_rootfs "$who")/bench"; }
+    done
+    if [[ ! -x "$BENCH_DIR/ours/holdfastd" || ! -x "$BENCH_DIR/ours/holdfast" ]]; then
+        for mib in "${CK_SIZES[@]}"; do ck_error "$version" "$CK_OURS" "$mib" "holdfastd or holdfast not built in $HOLDFAST_BIN_DIR (make build)"; done
+        return 0
+    fi
+    if ! ck_hd_start "$version" 2>"$tmp/err"; then
+        for mib in "${CK_SIZES[@]}"; do ck_error "$version" "$CK_OURS" "$mib" "$(cat "$tmp/err")"; done
+        return 0
+    fi
+    for mib in "${CK_SIZES[@]}"; do
+        for ((r = 1; r <= CK_ROUNDS; r++)); do
+            hf_log "bench: containerd $version: checkpoint, $(ck_label "$mib") touched, round $r of $CK_ROUNDS"
+            for who in "${CK_WHO[@]}"; do
+                [[ -z "${SERR[$version|$who|checkpoint $mib]:-}" ]] || continue
+                if [[ "$who" == "$CK_PEER" && ! -s "$c/spec.json" ]]; then
+                    ck_error "$version" "$who" "$mib" "no spec: holdfast's container of this size did not start"
+                    continue
+                fi
+                ck_run "$who" "$version" "$mib" "$r" "$tmp"
+            done
+        done
+        for who in "${CK_WHO[@]}"; do
+            for d in lr frozen dump image restore export import archive; do
+                [[ -s "$tmp/$who-$mib-$d" ]] || continue
+                R[$version|$who|ck${mib}_$d]="$(median <"$tmp/$who-$mib-$d")"
+                R[$version|$who|ck${mib}_n]="$(wc -l <"$tmp/$who-$mib-$d")"
+            done
+        done
+    done
+    ck_cleanup "$version"
+}
+
+# ckratio METRIC: holdfast ÷ runc for version $V, or n/a.
+ckratio() { ratio_of "$V" "$CK_OURS" "$CK_PEER" "$1"; }
+
+# ckrow LABEL METRIC SCALE FORMAT: one row for version $V.
+ckrow() {
+    printf '| %s | %s | %s | %s |\n' "$1" "$(cell "$V" "$CK_OURS" "$2" "$3" "$4")" \
+        "$(cell "$V" "$CK_PEER" "$2" "$3" "$4")" "$(ckratio "$2")"
+}
+
+method_checkpoint() {
+    cat <<EOF
+
+### Checkpoint and restore through holdfast, against raw runc and CRIU
+
+- holdfast: a private holdfastd (a copy of the built one; own root, socket,
+  namespace, journal folder and cgroup parent; \`live_restore = true\`) on
+  the bench's containerd of the version, driven by its CLI: \`holdfast run -d
+  --rootfs <busybox folder>\`, \`holdfast checkpoint create [--leave-running]\`,
+  \`holdfast restore\`, \`holdfast export\`, \`holdfast import\`. Under it:
+  containerd, our shim, \`runc checkpoint\`/\`restore\`, CRIU.
+- The peer, in the same run, alternately: \`runc --criu $HF_CRIU\` ($(runc --version 2>/dev/null | head -n 1),
+  CRIU $("$HF_CRIU" --version 2>/dev/null | awk '/^Version/ { print $2 }')) with its own \`--root\`, on a bundle whose
+  \`config.json\` is the OCI spec holdfastd made for its container (from
+  \`ctr c info --spec\`), with only the root (a second copy of the same busybox
+  folder), the cgroup path and the arguments changed: \`runc run -d\`,
+  \`runc checkpoint [--leave-running] --image-path … --work-path …\`,
+  \`runc restore -d --bundle …\`.
+- The process (the same in both): \`/bin/sh -c\` a script that points its
+  stdio at the container's \`/dev/null\`; for N MiB of touched memory, a
+  busybox \`dd if=/dev/urandom bs=NM count=1 iflag=fullblock\` reads N MiB into one
+  buffer (anonymous memory that CRIU dumps; random, so that zstd cannot
+  shrink the archive) and then blocks writing it into a pipe that nobody
+  reads; the shell appends \`\$EPOCHREALTIME\` to a ticks file in its
+  rootfs every ${CK_TICK} s. Sizes (\`HOLDFAST_BENCH_CKPT_MIB\`): ${CK_SIZES[*]} MiB;
+  the image size below shows that CRIU dumped the memory (a run whose
+  image is smaller than N MiB is an error).
+- One round per size and side: start the container and wait until the
+  memory is touched, a \`--leave-running\` checkpoint (then removed), a
+  checkpoint that stops the container, its restore, then (N > 0) export
+  and import of that checkpoint; $CK_ROUNDS round(s)
+  (\`HOLDFAST_BENCH_CKPT_ROUNDS\`), holdfast then runc; each number is the
+  median over the rounds.
+- Workaround, outside the timing: before each holdfast checkpoint the
+  blobs in the section's namespace of containerd's content store are
+  removed. containerd's \`Tasks.Checkpoint\` stores, for a runtime not
+  named \`io.containerd.runc.*\`, a tar of its own (here empty) temporary
+  folder and the container's spec there after the dump; a second
+  checkpoint on the same containerd then fails with "content sha256:…:
+  already exists" after its dump (a holdfastd bug to fix).
+- Times: the wall time of the command (\`holdfast …\` answers once the
+  dump is written, the task stopped and deleted and the checkpoint recorded,
+  or once the restored task runs; \`runc …\` returns once CRIU is done).
+  After each restore the ticks must go on (checked outside the timing).
+- Frozen: the longest gap between two consecutive ticks that overlaps the
+  \`--leave-running\` checkpoint's call (normal gaps are about
+  $(awk -v t="$CK_TICK" 'BEGIN { printf "%g", t * 1000 }') ms plus a fork or two).
+- Export: \`holdfast export NAME cp -o FILE\` (zstd level 3 over a tar, with
+  sha256 of every file and a manifest; fsynced) against
+  \`tar -I '$CK_ZSTD' -cf FILE -C <image folder> .\` then \`sync FILE\`;
+  import: \`holdfast import FILE --name NAME-i\` (validated whole, the
+  container and checkpoint made under a second name) against
+  \`tar -I '$CK_ZSTD' -xf FILE\` into a new folder. MB/s = the archive's
+  bytes ÷ the wall time.
+EOF
+}
+
+render_checkpoint() {
+    local mib n who msg l
+    V="$1"
+    n="${R[$V|$CK_OURS|ck${CK_SIZES[0]}_n]:-${R[$V|$CK_PEER|ck${CK_SIZES[0]}_n]:-0}}"
+    printf '\n### Checkpoint and restore: holdfast against raw runc + CRIU, median of %s round(s)\n\n' "$n"
+    echo "| touched memory | metric | holdfast | \`runc\` + CRIU | ratio holdfast÷runc |"
+    echo "| --- | --- | --- | --- | --- |"
+    for mib in "${CK_SIZES[@]}"; do
+        l="$(ck_label "$mib")"
+        ckrow "$l | checkpoint, the container stops (ms)" "ck${mib}_dump" 1 %.1f
+        ckrow "$l | restore (ms)" "ck${mib}_restore" 1 %.1f
+        ckrow "$l | checkpoint image (MiB)" "ck${mib}_image" 1048576 %.1f
+        ckrow "$l | \`--leave-running\` checkpoint (ms)" "ck${mib}_lr" 1 %.1f
+        ckrow "$l | … the container frozen: longest gap between its ticks (ms)" "ck${mib}_frozen" 1 %.1f
+        ((mib > 0)) || continue
+        ckrow "$l | export (holdfast: \`export\`; runc: \`tar\` + zstd) (MB/s)" "ck${mib}_export" 1 %.1f
+        ckrow "$l | import (holdfast: \`import\`; runc: \`tar -x\`) (MB/s)" "ck${mib}_import" 1 %.1f
+        ckrow "$l | archive (MiB)" "ck${mib}_archive" 1048576 %.1f
+    done
+    for mib in "${CK_SIZES[@]}"; do
+        for who in "${CK_WHO[@]}"; do
+            msg="${SERR[$V|$who|checkpoint $mib]:-}"
+            [[ -n "$msg" ]] || continue
+            # shellcheck disable=SC2016 # markdown backquotes
+            printf '\n**%s, %s:** `%s`\n' "$who" "$(ck_label "$mib")" "$(md_code "$msg")"
+        done
+    done
+    echo
+    for mib in "${CK_SIZES[@]}"; do
+        l="$(ck_label "$mib")"
+        goal "checkpoint of $l at most 10 % slower than raw runc" "$(ckratio "ck${mib}_dump")" 1.10
+        goal "restore of $l at most 10 % slower than raw runc" "$(ckratio "ck${mib}_restore")" 1.10
+    done
+}
+
 # ---------------------------------------------------------------- the report
 
 cgroup_mode() {
@@ -1539,7 +1991,7 @@ Generated by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand.
 - date: $(date -u '+%Y-%m-%d %H:%M UTC')
 - commit: $(git -C "$HF_REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$([[ -z "$(git -C "$HF_REPO" status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ]] || echo " plus uncommitted changes in crates/")
 - machine: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r), cgroup $(cgroup_mode), $(runc --version 2>/dev/null | head -n 1)
-- shims: ours \`$HF_SHIM_NAME\` (${SHIM_INFO:-not built}); Go \`containerd-shim-runc-v2\` from each containerd's own package$(manager_line)
+- shims: ours \`$HF_SHIM_NAME\` (${SHIM_INFO:-not built}); Go \`containerd-shim-runc-v2\` from each containerd's own package$(manager_line)$(checkpoint_line)
 - command: \`$(command_line)\`$( ((QUICK)) && echo " (quick mode: fewer rounds, smaller and shorter runs)")
 - sections: ${SECTIONS[*]}
 
@@ -1548,7 +2000,7 @@ Generated by \`make bench\` (\`scripts/bench.sh\`); do not edit by hand.
 - private memory per shim at most a quarter of the Go shim's (ratio ≤ 0.25)
 - start latency no worse than the Go shim's (ratio ≤ 1, read with the noise of a shared 2-core machine in mind)
 - log throughput at least the Go shim's (ratio ≥ 1; 0.95 allowed for noise)
-- during a containerd outage: zero seconds blocked, zero lines lost
+- during a containerd outage: zero seconds blocked, zero lines lost$(checkpoint_goal)
 
 ## Method
 
@@ -1581,6 +2033,23 @@ manager_line() {
     printf '\n- manager: ours holdfastd (%s); peer Debian'"'"'s dockerd %s' \
         "$([[ -x "$BENCH_DIR/ours/holdfastd" ]] && "$BENCH_DIR/ours/holdfastd" --version | awk '{ print $2 }' || echo not built)" \
         "${MGR_PEER_VERSION:-(${MGR_PEER_MISSING:-not run})}"
+}
+
+# checkpoint_goal, checkpoint_line: the checkpoint section's goal and
+# header line, when it ran.
+checkpoint_goal() {
+    [[ " ${SECTIONS[*]} " == *" checkpoint "* ]] || return 0
+    # shellcheck disable=SC2016 # markdown backquotes
+    printf '\n- checkpoint and restore through holdfast at most 10 %% slower than raw `runc checkpoint` / `runc restore` (ratio ≤ 1.10)'
+}
+
+checkpoint_line() {
+    [[ " ${SECTIONS[*]} " == *" checkpoint "* ]] || return 0
+    # shellcheck disable=SC2016 # markdown backquotes
+    printf '\n- checkpoint: ours holdfastd (%s) through containerd, our shim, runc and CRIU; peer %s with `--criu %s` (CRIU %s)' \
+        "$([[ -x "$BENCH_DIR/ours/holdfastd" ]] && "$BENCH_DIR/ours/holdfastd" --version | awk '{ print $2 }' || echo not built)" \
+        "$(runc --version 2>/dev/null | head -n 1)" "$HF_CRIU" \
+        "$("$HF_CRIU" --version 2>/dev/null | awk '/^Version/ { print $2 }')"
 }
 
 # command_line: how this report was made (the knobs that were set).
@@ -1621,24 +2090,81 @@ snapshot_shims() {
     [[ ! -x "$BENCH_DIR/ours/$HF_SHIM_NAME" ]] || cp "$BENCH_DIR/ours/$HF_SHIM_NAME" "$bin/"
 }
 
-# namespaces_of VERSION: the containerd namespaces the run's sections use.
-namespaces_of() {
-    ns_of "$1"
+# daemon_namespaces VERSION: the containerd namespaces of the daemons the
+# run's sections start (holdfastd, dockerd): many containers each, and
+# their daemons may be gone when the run is cleaned up.
+daemon_namespaces() {
     if [[ " ${SECTIONS[*]} " == *" manager "* ]]; then mgr_namespaces "$1"; fi
+    if [[ " ${SECTIONS[*]} " == *" checkpoint "* ]]; then ck_ns "$1"; fi
+}
+
+# version_cgroups VERSION: the folders (below every cgroup hierarchy's
+# mount point) of the containers the sections ran on VERSION: ctr's
+# <parent>/<v>-<id>, the daemons' parents hd<v> and dk<v>, and ck<v>.
+version_cgroups() {
+    local v="${1//./}" root d
+    for root in /sys/fs/cgroup /sys/fs/cgroup/*; do
+        for d in "$root$HF_CGROUP_PARENT/$v-"* "$root$HF_CGROUP_PARENT/hd$v" \
+            "$root$HF_CGROUP_PARENT/dk$v" "$root$HF_CGROUP_PARENT/ck$v"; do
+            [[ -d "$d" ]] && printf '%s\n' "$d"
+        done
+    done
+    return 0
+}
+
+# kill_version_tasks VERSION: kill -9, directly, every process in the
+# version's container cgroups (thawed first: an interrupted checkpoint may
+# leave one frozen) and every shim serving the daemons' namespaces on its
+# containerd. Removing tasks through ctr one by one is no way to clean up
+# after an interrupted run: with dockerd gone, its Go shims hang on Delete
+# (their FIFO reader is gone) until ctr's timeout, for hundreds of tasks.
+kill_version_tasks() {
+    local version="$1" dir try d pid ns pids args i
+    local -A daemon_ns=()
+    dir="$(dir_of "$version")"
+    for ((try = 0; try < 5; try++)); do
+        pids=()
+        while IFS= read -r d; do
+            [[ ! -f "$d/freezer.state" ]] || echo THAWED >"$d/freezer.state" 2>/dev/null || true
+            [[ ! -f "$d/cgroup.freeze" ]] || echo 0 >"$d/cgroup.freeze" 2>/dev/null || true
+            while read -r pid; do pids+=("$pid"); done 2>/dev/null <"$d/cgroup.procs" || true
+        done < <(version_cgroups "$version" | xargs -r -I{} find {} -type d 2>/dev/null)
+        ((${#pids[@]})) || break
+        kill -9 "${pids[@]}" 2>/dev/null || true
+        sleep 0.1
+    done
+    # Shims: their -namespace argument (read without a fork per shim: there
+    # may be thousands).
+    for ns in $(daemon_namespaces "$version"); do daemon_ns[$ns]=1; done
+    for pid in $(hf_shim_pids "$dir"); do
+        mapfile -d '' -t args 2>/dev/null <"/proc/$pid/cmdline" || continue
+        for ((i = 0; i + 1 < ${#args[@]}; i++)); do
+            [[ "${args[i]}" == -namespace ]] || continue
+            [[ -z "${daemon_ns[${args[i + 1]}]:-}" ]] || kill -9 "$pid" 2>/dev/null || true
+            break
+        done
+    done
 }
 
 # cleanup_version VERSION: everything the sections made on VERSION's
 # containerd, and that containerd.
 cleanup_version() {
+    local ns
     mgr_cleanup "$1"
-    # shellcheck disable=SC2046 # one namespace a word
-    hf_cleanup "$(dir_of "$1")" $(namespaces_of "$1")
-    # Deleting dockerd's tasks above makes runc create its state folder again.
+    ck_cleanup "$1"
+    kill_version_tasks "$1"
+    # The daemons' namespaces need no ctr calls now: their tasks are dead,
+    # and containerd's records go with its folder; only runc's state of
+    # them lives outside it.
+    hf_cleanup "$(dir_of "$1")" "$(ns_of "$1")"
+    for ns in $(daemon_namespaces "$1"); do rm -rf "/run/containerd/runc/$ns"; done
+    # Deleting dockerd's tasks makes runc create its state folder again.
     rm -rf "$(mgr_exec_root "$1")"
 }
 
 cleanup_all() {
-    local version
+    local version t0="$EPOCHREALTIME"
+    [[ -z "$INTERRUPTED" ]] || hf_log "bench: interrupted ($INTERRUPTED); cleaning up"
     for version in "${VERSIONS[@]}"; do cleanup_version "$version"; done
     hf_remove_cgroups "$HF_CGROUP_PARENT"
     # FIFOs a killed ctr left, and journals of our shim's default folder
@@ -1648,7 +2174,12 @@ cleanup_all() {
         rm -rf "/var/lib/holdfast/logs/$(ns_of "$version")"
     done
     rm -rf "$BENCH_DIR"
+    [[ -z "$INTERRUPTED" ]] ||
+        hf_log "bench: cleaned up in $(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }') s"
 }
+
+# The signal that interrupted the run, if one did.
+INTERRUPTED=""
 
 main() {
     local version s rt status=0 start=$SECONDS
@@ -1656,8 +2187,15 @@ main() {
     # A previous run killed hard may have left its folder behind.
     for version in "${VERSIONS[@]}"; do hf_cleanup "$(dir_of "$version")"; done
     rm -rf "$BENCH_DIR"
-    trap cleanup_all EXIT
-    trap 'exit 130' INT TERM HUP
+    # A signal's trap runs with the redirections of the command it cut
+    # short (e.g. stderr into a scratch file): clean up with the run's own.
+    # Without errexit: a step that fails (a file containerd removed in the
+    # meantime) must not end the cleanup there.
+    exec {BENCH_STDOUT}>&1 {BENCH_STDERR}>&2
+    trap 'set +e; cleanup_all >&"$BENCH_STDOUT" 2>&"$BENCH_STDERR"' EXIT
+    trap 'INTERRUPTED=SIGINT; exit 130' INT
+    trap 'INTERRUPTED=SIGTERM; exit 143' TERM
+    trap 'INTERRUPTED=SIGHUP; exit 129' HUP
     mkdir -p "$BENCH_DIR"
     hf_copy_rootfs "$BENCH_DIR/rootfs"
     mkdir -p "$BENCH_DIR/rootfs/bench"
