@@ -1700,27 +1700,6 @@ ck_op() {
     fi
 }
 
-# ck_unblock WHO VERSION: before a holdfast checkpoint, outside the timing,
-# remove the blobs in the section's namespace of containerd's content store.
-# A workaround for a holdfastd bug: for a runtime not named
-# io.containerd.runc.*, containerd's Tasks.Checkpoint tars its own temporary
-# folder (empty: the images go to image_path) and the container's spec into
-# its content store after the dump; the second checkpoint on a containerd
-# finds the same blobs there and fails with "content sha256:…: already
-# exists" (before its garbage collector runs), after the dump (without
-# --leave-running the container is then gone, and holdfastd removes the
-# images). The namespace holds no image (rootfs-folder containers), and a
-# restore's blob lives only during its call.
-ck_unblock() {
-    local dir ns blobs
-    [[ "$1" == "$CK_OURS" ]] || return 0
-    dir="$(dir_of "$2")"
-    ns="$(ck_ns "$2")"
-    blobs="$(hf_ctr "$dir" -n "$ns" content ls -q 2>/dev/null)" || return 0
-    # shellcheck disable=SC2086 # one digest a word
-    [[ -z "$blobs" ]] || hf_ctr "$dir" -n "$ns" content rm $blobs >/dev/null 2>&1 || true
-}
-
 # ck_images WHO VERSION ID NAME: the image folder of checkpoint NAME.
 ck_images() {
     if [[ "$1" == "$CK_OURS" ]]; then
@@ -1767,7 +1746,6 @@ ck_run() {
     # A --leave-running checkpoint: its time, and the longest stop of the
     # ticks around it.
     if [[ -z "$err" ]]; then
-        ck_unblock "$who" "$version"
         if ck_timed ck_op "$who" "$version" "$id" lr; then
             ck_put "$tmp" "$who" "$mib" lr "$(ck_ms)"
             if wait_for 10 ck_ticked_after "$ticks.ticks" "$CK_T1"; then
@@ -1782,7 +1760,6 @@ ck_run() {
     fi
     # The checkpoint that stops the container, its image, and the restore.
     if [[ -z "$err" ]]; then
-        ck_unblock "$who" "$version"
         if ck_timed ck_op "$who" "$version" "$id" dump; then
             ck_put "$tmp" "$who" "$mib" dump "$(ck_ms)"
             img="$(ck_images "$who" "$version" "$id" cp)"
@@ -1910,13 +1887,6 @@ method_checkpoint() {
   and import of that checkpoint; $CK_ROUNDS round(s)
   (\`HOLDFAST_BENCH_CKPT_ROUNDS\`), holdfast then runc; each number is the
   median over the rounds.
-- Workaround, outside the timing: before each holdfast checkpoint the
-  blobs in the section's namespace of containerd's content store are
-  removed. containerd's \`Tasks.Checkpoint\` stores, for a runtime not
-  named \`io.containerd.runc.*\`, a tar of its own (here empty) temporary
-  folder and the container's spec there after the dump; a second
-  checkpoint on the same containerd then fails with "content sha256:…:
-  already exists" after its dump (a holdfastd bug to fix).
 - Times: the wall time of the command (\`holdfast …\` answers once the
   dump is written, the task stopped and deleted and the checkpoint recorded,
   or once the restored task runs; \`runc …\` returns once CRIU is done).
