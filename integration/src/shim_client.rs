@@ -115,17 +115,33 @@ impl ShimClient {
     }
 
     /// Create of a task from the bundle at `bundle` to be restored from the
-    /// checkpoint folder `checkpoint` (no rootfs mounts, no stdio).
+    /// checkpoint folder `checkpoint` and/or (non-empty) holdfast's
+    /// `restore_from` option (no rootfs mounts, no stdio).
     pub fn create_from_checkpoint(
         &self,
         id: &str,
         bundle: &str,
         checkpoint: &str,
+        restore_from: &str,
     ) -> Result<u32, RpcError> {
+        let options = if restore_from.is_empty() {
+            MessageField::none()
+        } else {
+            let opts = holdfast_api::shim::v1::Options {
+                restore_from: restore_from.to_string(),
+                ..Default::default()
+            };
+            MessageField::some(Any {
+                type_url: holdfast_api::shim::v1::OPTIONS_TYPE_URL.to_string(),
+                value: prost::Message::encode_to_vec(&opts),
+                ..Default::default()
+            })
+        };
         let req = api::CreateTaskRequest {
             id: id.to_string(),
             bundle: bundle.to_string(),
             checkpoint: checkpoint.to_string(),
+            options,
             ..Default::default()
         };
         Ok(self.task.create(Self::ctx(), &req)?.pid)

@@ -1,6 +1,8 @@
 //! Issue #5, shim, bad input: a Checkpoint with options the shim cannot
 //! honour, a Checkpoint of a task that is not running, and a Create from a
-//! checkpoint folder that is missing or holds no CRIU images each fail with
+//! checkpoint folder (containerd's `checkpoint`, or holdfast's
+//! `restore_from` option) that is missing, relative, has `..`, holds no
+//! CRIU images, or is given both ways, each fail with
 //! the right code and a message naming what was wrong, and change nothing:
 //! the task keeps running with the same pid, no image folder is made, no
 //! task is created.
@@ -124,17 +126,29 @@ fn a_create_from_a_missing_or_empty_checkpoint_is_refused_and_creates_nothing() 
         fs::create_dir_all(&empty)?;
         let missing_arg = missing.display().to_string();
         let empty_arg = empty.display().to_string();
+        let dotted = format!("{}/../{id}-empty-checkpoint", cd.dir().display());
+        // (checkpoint, holdfast's restore_from option, code, word)
         let cases = [
-            (missing_arg.as_str(), "NOT_FOUND", missing_arg.as_str()),
-            (empty_arg.as_str(), "INVALID_ARGUMENT", "inventory.img"),
-            ("relative/checkpoint", "INVALID_ARGUMENT", "absolute"),
+            (missing_arg.as_str(), "", "NOT_FOUND", missing_arg.as_str()),
+            (empty_arg.as_str(), "", "INVALID_ARGUMENT", "inventory.img"),
+            ("relative/checkpoint", "", "INVALID_ARGUMENT", "absolute"),
+            ("", missing_arg.as_str(), "NOT_FOUND", missing_arg.as_str()),
+            ("", empty_arg.as_str(), "INVALID_ARGUMENT", "inventory.img"),
+            ("", "relative/checkpoint", "INVALID_ARGUMENT", "absolute"),
+            ("", dotted.as_str(), "INVALID_ARGUMENT", ".."),
+            (
+                empty_arg.as_str(),
+                empty_arg.as_str(),
+                "INVALID_ARGUMENT",
+                "restore_from",
+            ),
         ];
-        for (checkpoint, code, word) in cases {
-            match shim.create_from_checkpoint(&id, &bundle_arg, checkpoint) {
-                Ok(pid) => bail!("Create from {checkpoint:?} answered pid {pid}"),
+        for (checkpoint, restore_from, code, word) in cases {
+            match shim.create_from_checkpoint(&id, &bundle_arg, checkpoint, restore_from) {
+                Ok(pid) => bail!("Create from {checkpoint:?}/{restore_from:?} answered pid {pid}"),
                 Err(e) => ensure!(
                     e.code == code && e.message.contains(word),
-                    "Create from {checkpoint:?}: want {code} naming {word:?}, got {e}"
+                    "Create from {checkpoint:?}/{restore_from:?}: want {code} naming {word:?}, got {e}"
                 ),
             }
             match shim.state(&id, "") {

@@ -66,10 +66,6 @@ pub struct Manager {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     life: Life,
     pub(crate) events: EventHub,
-    /// Per container, the folder containerd unpacked the checkpoint of a
-    /// restore into (from its task create event), removed once the task
-    /// started.
-    unpacked: Mutex<HashMap<String, PathBuf>>,
     /// The armed checkpoint schedules.
     schedules: scheduled::Schedules,
 }
@@ -175,7 +171,6 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             life: Life::default(),
             events: EventHub::new(),
-            unpacked: Mutex::new(HashMap::new()),
             schedules: scheduled::Schedules::default(),
         }
     }

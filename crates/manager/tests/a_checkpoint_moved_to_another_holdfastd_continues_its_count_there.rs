@@ -6,12 +6,17 @@
 //!
 //! - `export` of a checkpoint to a file, `import` of it into the second
 //!   holdfastd (another name, that host's rootfs folder), `restore` there:
-//!   the count goes on there from the checkpoint's, not from 1. Images and
+//!   the count goes on there from the checkpoint's, not from 1, also
+//!   after a kill -9 of the target's holdfastd between import and
+//!   restore. Images and
 //!   the archive file are root-only. A truncated, a corrupt, a hostile
 //!   (`../` path, absolute path), a newer-format and a non-archive file,
 //!   and bad requests (unknown container or checkpoint, bad names, a taken
 //!   name) get a clear error with the right code and change nothing on
 //!   the target: no record, containerd container, checkpoint or file.
+//! - a migration whose target fails after the source's checkpoint (its
+//!   imports folder is a file) restores the container on the source, its
+//!   count going on from the checkpoint;
 //! - `migrate --keep-source` and `migrate`: the container runs on the
 //!   target and continues exactly after its last count here; the source is
 //!   kept (stopped, with its checkpoint) or removed, and removed only after
@@ -140,7 +145,7 @@ fn crafted_archive(out: &Path, path: &str, version: u32) -> Result<()> {
     Ok(())
 }
 
-fn export_import_restore(p: &Pair, name: &str) -> Result<()> {
+fn export_import_restore(p: &mut Pair, name: &str) -> Result<()> {
     let (a, hd_a, hd_b) = (p.a, &p.hd_a, &p.hd_b);
     run_counter(hd_a, name, &a.rootfs().display().to_string())?;
     // The dump happens between these two reads (the container keeps
@@ -189,6 +194,16 @@ fn export_import_restore(p: &Pair, name: &str) -> Result<()> {
     let spec = &inspect(hd_b, &moved)?["spec"];
     ensure!(spec["rootfs"] == rootfs_b.as_str(), "{spec}");
     ensure!(spec["command"][2] == common::count::COUNTER, "{spec}");
+    let status = inspect(hd_b, &moved)?["state"]["status"].clone();
+
+    // A kill -9 of the target's holdfastd before the restore: start-up
+    // takes the imported container (no task yet) as it was.
+    p.hd_b.kill9_and_start_again()?;
+    let hd_b = &p.hd_b;
+    let again = inspect(hd_b, &moved)?;
+    ensure!(again["state"]["status"] == status, "{again}");
+    let listed_again = hd_b.run(&["checkpoint", "ls", &moved], None)?.ok()?;
+    ensure!(listed_again == listed, "{listed_again}");
 
     hd_b.run(&["restore", &moved, "cp1"], None)?.ok()?;
     wait_status(hd_b, &moved, "running")?;
@@ -341,9 +356,9 @@ fn bad_archives_change_nothing(p: &Pair, name: &str) -> Result<()> {
 }
 
 fn export_scenario(cd: &Fixture) -> Result<()> {
-    let p = Pair::start(cd)?;
+    let mut p = Pair::start(cd)?;
     let name = cd.id();
-    let result = export_import_restore(&p, &name)
+    let result = export_import_restore(&mut p, &name)
         .context("export, import, restore")
         .and_then(|()| bad_archives_change_nothing(&p, &name).context("bad archives"));
     if let Err(e) = result {
@@ -504,6 +519,24 @@ fn migrations(p: &Pair, names: &[String; 3]) -> Result<()> {
         !listed.contains(stays.as_str()) && !listed.contains("\"fresh\""),
         "{listed}"
     );
+
+    // A target that fails after the source stopped at its checkpoint: the
+    // source restores it here, and its count goes on from the checkpoint.
+    let imports = hd_b.root.join("imports");
+    if imports.exists() {
+        std::fs::remove_dir_all(&imports)?;
+    }
+    std::fs::write(&imports, b"not a folder")?;
+    let failed = hd_a.run(&["migrate", stays, "--to", &target], None);
+    std::fs::remove_file(&imports)?;
+    failed?.expect_error(125, "import")?;
+    let back = inspect(hd_a, stays)?;
+    ensure!(
+        back["state"]["status"] == "running" && back["state"]["pid"] != pid,
+        "the source was not restored here after the target failed: {back}"
+    );
+    let listed = hd_b.run(&["ps", "-a", "--json"], None)?.ok()?;
+    ensure!(!listed.contains(stays.as_str()), "{listed}");
     let grown = wait_counts(hd_a, stays, counts(hd_a, stays)?.len() + 3)?;
     check_consecutive(&grown, 1, 3)?;
     Ok(())

@@ -167,6 +167,7 @@ fn want(
         fsync_interval_ms: Some(fsync),
         keep_after_delete: true,
         max_record_bytes: record,
+        restore_from: String::new(),
     }
 }
 

@@ -41,6 +41,9 @@ pub struct ShimOptions {
     pub journal: JournalOptions,
     /// Keep the journal after Delete.
     pub keep_after_delete: bool,
+    /// A folder of CRIU images to restore the task from (holdfast's
+    /// `restore_from`; checked by [`crate::container::Restore`]).
+    pub restore_from: String,
 }
 
 fn type_name(type_url: &str) -> &str {
@@ -122,6 +125,7 @@ impl ShimOptions {
         Ok(ShimOptions {
             journal,
             keep_after_delete: keep,
+            restore_from: String::new(),
         })
     }
 
@@ -157,6 +161,7 @@ impl ShimOptions {
             j.max_record_bytes = ByteSize(msg.max_record_bytes);
         }
         opts.keep_after_delete |= msg.keep_after_delete;
+        opts.restore_from = msg.restore_from.clone();
         opts.journal
             .validate()
             .map_err(|e| Error::InvalidArgument(format!("runtime options: {e}")))?;
@@ -196,6 +201,18 @@ mod tests {
         assert_eq!(o.journal.budget_bytes, ByteSize(8 << 20));
         assert_eq!(o.journal.policy, FullPolicy::Drop);
         assert!(o.keep_after_delete);
+        assert_eq!(o.restore_from, "");
+    }
+
+    #[test]
+    fn restore_from_passes_through_holdfast_options() {
+        let msg = proto::Options {
+            restore_from: "/var/lib/holdfastd/checkpoints/web/cp1".into(),
+            ..Default::default()
+        };
+        let o = ShimOptions::from_any(Some(&any(OPTIONS_TYPE, msg.encode_to_vec()))).unwrap();
+        assert_eq!(o.restore_from, "/var/lib/holdfastd/checkpoints/web/cp1");
+        assert_eq!(o.journal, ShimOptions::default().journal);
     }
 
     #[test]

@@ -182,8 +182,18 @@ impl TaskShim {
                 req.bundle.display()
             )));
         }
-        let restore = Restore::from_request(&req.id, &req.checkpoint, &req.parent_checkpoint)?;
         let options = ShimOptions::from_any(req.options.as_ref())?;
+        let checkpoint = match (req.checkpoint.as_str(), options.restore_from.as_str()) {
+            (c, "") => c,
+            ("", folder) => folder,
+            (_, _) => {
+                return Err(Error::InvalidArgument(format!(
+                    "task {}: a checkpoint and the restore_from option were both given; give one",
+                    req.id
+                )))
+            }
+        };
+        let restore = Restore::from_request(&req.id, checkpoint, &req.parent_checkpoint)?;
         let spec = container::load_spec(&req.bundle)?;
         let journal_config = options
             .journal

@@ -46,7 +46,7 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::Request;
 
-pub use checkpoint::{CheckpointOptions, Packed};
+pub use checkpoint::CheckpointOptions;
 pub use error::{Error, Result};
 pub use events::{TaskEvent, TaskEvents};
 pub use exec::{Exec, ExecProcess};
@@ -245,9 +245,6 @@ impl Containerd {
     }
     fn tasks(&self) -> containerd_client::services::v1::tasks_client::TasksClient<Channel> {
         containerd_client::services::v1::tasks_client::TasksClient::new(self.channel.clone())
-    }
-    fn leases(&self) -> containerd_client::services::v1::leases_client::LeasesClient<Channel> {
-        containerd_client::services::v1::leases_client::LeasesClient::new(self.channel.clone())
     }
     fn snapshots(
         &self,

@@ -22,6 +22,7 @@ pub fn shim_options(log: &JournalOptions, journal_root: &Path) -> Options {
         fsync_interval_ms: Some(log.fsync_interval_ms),
         keep_after_delete: true,
         max_record_bytes: log.max_record_bytes.0,
+        restore_from: String::new(),
     }
 }
 

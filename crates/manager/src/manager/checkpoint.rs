@@ -19,7 +19,7 @@ use holdfast_api::v1::{Checkpoint, Container};
 use tracing::{info, info_span, warn, Instrument};
 
 use super::{now, remove_dir_if_any, Manager};
-use crate::containerd::{self, CheckpointOptions, TaskStatus};
+use crate::containerd::{CheckpointOptions, TaskStatus};
 use crate::declared::CheckpointFlags;
 use crate::error::{Error, Result};
 use crate::validate::{validate_checkpoint_name, validate_name};
@@ -30,43 +30,6 @@ pub const CHECKPOINTS_DIR: &str = "checkpoints";
 pub const CHECKPOINT_WORK_DIR: &str = "checkpoint-work";
 /// The file every CRIU image folder holds.
 pub(super) const INVENTORY: &str = "inventory.img";
-/// How containerd names the folders it unpacks a checkpoint into
-/// (`os.MkdirTemp(..., "ctrd-checkpoint")`).
-const UNPACKED_PREFIX: &str = "ctrd-checkpoint";
-
-/// Whether `dir` (from a task create event) looks like a folder containerd
-/// unpacked a checkpoint into: absolute, no `..`, named
-/// `ctrd-checkpoint*`, holding CRIU's inventory. Anything else is left
-/// alone.
-pub fn is_unpacked_checkpoint(dir: &Path) -> bool {
-    dir.is_absolute()
-        && !dir
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
-        && dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(UNPACKED_PREFIX))
-        && dir.join(INVENTORY).is_file()
-}
-
-/// Removes the copy of a checkpoint containerd unpacked for the restore of
-/// `container` (it never removes it itself), if it is one.
-pub(super) async fn remove_unpacked(container: String, dir: PathBuf) {
-    if !is_unpacked_checkpoint(&dir) {
-        warn!(container, dir = %dir.display(), "not a folder containerd unpacked a checkpoint into; left alone");
-        return;
-    }
-    match tokio::fs::remove_dir_all(&dir).await {
-        Ok(()) => {
-            info!(container, dir = %dir.display(), "removed containerd's unpacked copy of the checkpoint")
-        }
-        Err(e) => {
-            warn!(container, dir = %dir.display(), error = %e, "remove containerd's unpacked checkpoint")
-        }
-    }
-}
-
 /// What [`Manager::create_checkpoint`] is asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointRequest {
@@ -197,23 +160,6 @@ fn dir_size(dir: &Path) -> std::io::Result<u64> {
 }
 
 impl Manager {
-    /// Remembers (`Some`) or takes (`None`) the folder containerd unpacked
-    /// the checkpoint of `container`'s restore into.
-    pub(super) fn unpacked_checkpoint(
-        &self,
-        container: &str,
-        dir: Option<PathBuf>,
-    ) -> Option<PathBuf> {
-        let mut map = match self.unpacked.lock() {
-            Ok(m) => m,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match dir {
-            Some(d) => map.insert(container.to_owned(), d),
-            None => map.remove(container),
-        }
-    }
-
     /// `<root>/checkpoints`.
     fn checkpoints_root(&self) -> PathBuf {
         self.config.root.join(CHECKPOINTS_DIR)
@@ -521,20 +467,9 @@ impl Manager {
             }
             Err(e) => return Err(e.into()),
         };
-        let work = self.checkpoint_work_dir(container, name);
-        remove_dir_if_any(&work).await;
-        private_dirs(&self.config.root, &work).await?;
         let restored = async {
-            let tar = work.join("checkpoint.tar");
-            let packed = tokio::task::spawn_blocking({
-                let (dir, tar) = (dir.clone(), tar.clone());
-                move || containerd::checkpoint::pack(&dir, &tar)
-            })
-            .await
-            .map_err(|e| Error::Internal(format!("pack task: {e}")))?
-            .map_err(|e| Error::io("pack checkpoint", &dir, e))?;
             self.containerd
-                .create_task_from(container, mounts, spec.tty, &packed)
+                .create_task_restoring(container, mounts, spec.tty, &dir)
                 .await?;
             match self.containerd.start(container).await {
                 Ok(pid) => Ok(pid),
@@ -547,7 +482,6 @@ impl Manager {
             }
         }
         .await;
-        remove_dir_if_any(&work).await;
         let pid = restored?;
         super::mark_running(&mut record, pid).restart_count = 0;
         self.put(&record).await?;
@@ -573,26 +507,6 @@ impl Manager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_containerds_unpacked_checkpoint_folders_are_recognised() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let unpacked = tmp.path().join("ctrd-checkpoint123");
-        std::fs::create_dir(&unpacked).expect("mkdir");
-        assert!(!is_unpacked_checkpoint(&unpacked), "no inventory yet");
-        std::fs::write(unpacked.join(INVENTORY), b"x").expect("write");
-        assert!(is_unpacked_checkpoint(&unpacked));
-        let other = tmp.path().join("images");
-        std::fs::create_dir(&other).expect("mkdir");
-        std::fs::write(other.join(INVENTORY), b"x").expect("write");
-        assert!(!is_unpacked_checkpoint(&other), "another name");
-        assert!(
-            !is_unpacked_checkpoint(Path::new("ctrd-checkpoint1")),
-            "relative"
-        );
-        let dotted = tmp.path().join("x/../ctrd-checkpoint123");
-        assert!(!is_unpacked_checkpoint(&dotted), "..");
-    }
 
     #[test]
     fn generated_names_are_valid_and_sort_by_time() {

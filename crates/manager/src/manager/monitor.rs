@@ -114,16 +114,6 @@ impl Manager {
                         });
                     }
                     Ok(TaskEvent::Oom { id }) => self.event(&id, "oom", 0, ""),
-                    Ok(TaskEvent::Create { id, checkpoint, .. }) if !checkpoint.is_empty() => {
-                        self.unpacked_checkpoint(&id, Some(checkpoint.into()));
-                    }
-                    Ok(TaskEvent::Start { id, .. } | TaskEvent::Delete { id, .. }) => {
-                        // A restore is done (or its task gone): containerd's
-                        // unpacked copy of the images is not needed any more.
-                        if let Some(dir) = self.unpacked_checkpoint(&id, None) {
-                            tokio::spawn(super::checkpoint::remove_unpacked(id, dir));
-                        }
-                    }
                     Ok(_) => {}
                     Err(e) => {
                         warn!(error = %e, "containerd's event stream failed");

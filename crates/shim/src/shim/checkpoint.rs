@@ -60,6 +60,11 @@ fn absolute(what: &str, path: &str) -> Result<PathBuf> {
             "{what} {path:?} must be an absolute path"
         )));
     }
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {path:?} must not contain \"..\""
+        )));
+    }
     Ok(p)
 }
 
@@ -524,6 +529,11 @@ mod tests {
         assert!(err.to_string().contains(INVENTORY), "{err}");
         assert!(matches!(
             Restore::from_request("c1", "relative/dir", ""),
+            Err(Error::InvalidArgument(_))
+        ));
+        let dotted = dir.path().join("sub/..");
+        assert!(matches!(
+            Restore::from_request("c1", dotted.to_str().unwrap(), ""),
             Err(Error::InvalidArgument(_))
         ));
         std::fs::write(dir.path().join(INVENTORY), b"x").unwrap();
