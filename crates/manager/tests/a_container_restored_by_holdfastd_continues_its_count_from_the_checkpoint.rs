@@ -5,7 +5,8 @@
 //! count goes on from the checkpoint's, not from 1, and `holdfast logs`
 //! holds one ordered stream (the first run's lines, then the restored
 //! run's). A checkpoint without `--leave-running` stops the container and
-//! the restored count continues exactly after its last line. `checkpoint
+//! the restored count continues exactly after its last line; the same for
+//! a container with a terminal (`run -t`). `checkpoint
 //! ls` / `rm` work; checkpoint folders are root-only. Bad input (unknown
 //! container or checkpoint, `../x`, restore while running, checkpoint of a
 //! stopped container, a taken name) gets a clear error with the right gRPC
@@ -17,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use common::cli::{entries, Holdfastd};
-use common::count::{check_private, code, counts, run_counter, wait_counts, wait_status, WAIT};
+use common::count::{
+    check_consecutive, check_private, code, counts, run_counter, wait_counts, wait_status, COUNTER,
+    WAIT,
+};
 use holdfast_api::v1::{
     CreateCheckpointRequest, ListCheckpointsRequest, RemoveCheckpointRequest, RestoreRequest,
 };
@@ -165,6 +169,36 @@ fn checkpoint_and_restore(cd: &Fixture, hd: &Holdfastd, name: &str, rootfs: &str
     Ok(())
 }
 
+/// A container with a terminal (`run -t`): runc hands the restored
+/// process a new pty through the shim's console socket, and its output
+/// reaches the same journal.
+fn terminal_round_trip(hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()> {
+    let tty = format!("{name}-tty");
+    hd.run(
+        &[
+            "run", "-d", "-t", "--name", &tty, "--rootfs", rootfs, "--", "/bin/sh", "-c", COUNTER,
+        ],
+        None,
+    )?
+    .ok()?;
+    wait_counts(hd, &tty, 10)?;
+    hd.run(&["checkpoint", "create", &tty, "cp1"], None)?.ok()?;
+    wait_status(hd, &tty, "exited")?;
+    let stopped = counts(hd, &tty)?;
+    let last = *stopped.last().context("no counts")?;
+    hd.run(&["restore", &tty, "cp1"], None)?.ok()?;
+    wait_status(hd, &tty, "running")?;
+    let resumed = wait_counts(hd, &tty, stopped.len() + 10)?;
+    ensure!(
+        resumed[stopped.len()] == last + 1,
+        "after the checkpoint at {last} the restored terminal container starts at {}",
+        resumed[stopped.len()]
+    );
+    check_consecutive(&resumed, 1, stopped.len() + 10)?;
+    hd.run(&["rm", "-f", &tty], None)?.ok()?;
+    Ok(())
+}
+
 fn bad_input(hd: &Holdfastd, name: &str, rootfs: &str) -> Result<()> {
     let created = format!("{name}-created");
     hd.run(
@@ -297,6 +331,7 @@ fn scenario(cd: &Fixture) -> Result<()> {
     let name = cd.id();
     let result = checkpoint_and_restore(cd, &hd, &name, &rootfs)
         .context("checkpoint and restore")
+        .and_then(|()| terminal_round_trip(&hd, &name, &rootfs).context("terminal"))
         .and_then(|()| bad_input(&hd, &name, &rootfs).context("bad input"))
         .and_then(|()| {
             hd.run(&["rm", "-f", &name], None)?.ok()?;

@@ -35,7 +35,9 @@ pub fn counts(hd: &Holdfastd, name: &str) -> Result<Vec<u64>> {
     let out = hd.run(&["logs", name], None)?.ok()?;
     out.lines()
         .map(|l| {
-            l.strip_prefix("count ")
+            // A terminal container's lines end in \r\n.
+            l.trim_end_matches('\r')
+                .strip_prefix("count ")
                 .and_then(|n| n.parse().ok())
                 .with_context(|| format!("not a count line: {l:?}"))
         })
