@@ -234,7 +234,8 @@ fn serve(flags: &Flags) -> Result<()> {
         publisher.flush(Duration::from_secs(5)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let _ = server.shutdown().await;
-        let _ = std::fs::remove_file(socket_path(&flags.socket));
+        // The socket was unlinked when shutdown began; what is at its path
+        // now is the next shim's for the same id (a restore, a restart).
         Ok(())
     })
 }

@@ -88,8 +88,45 @@ pub struct TaskShim {
     events: Arc<dyn EventSink>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     shutdown: Arc<Notify>,
-    /// The task socket's path, unlinked as soon as shutdown begins.
-    socket: Option<PathBuf>,
+    /// The task socket's file, unlinked as soon as shutdown begins.
+    socket: Option<SocketFile>,
+}
+
+/// The task socket's path and the identity (device, inode, change time)
+/// of the file this shim's `start` bound there. Only that file is ever
+/// unlinked: once this shim has unlinked it, a shim started for the same
+/// id binds a new socket at the same path, and this one must not take it
+/// away (containerd's dial then fails with "no such file or directory").
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    identity: Option<(u64, u64, i64, i64)>,
+}
+
+impl SocketFile {
+    fn new(path: PathBuf) -> Self {
+        let identity = file_identity(&path);
+        SocketFile { path, identity }
+    }
+
+    /// Unlinks the file if it is still the one this shim was given.
+    fn unlink_if_ours(&self) {
+        if self.identity.is_none() || file_identity(&self.path) != self.identity {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.path.display(), error = %e, "remove task socket");
+            }
+        }
+    }
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
 impl std::fmt::Debug for TaskShim {
@@ -127,18 +164,14 @@ impl TaskShim {
     /// new shim, not connect to this one while it drains and exits.
     #[must_use]
     pub fn with_socket(mut self, path: impl Into<PathBuf>) -> Self {
-        self.socket = Some(path.into());
+        self.socket = Some(SocketFile::new(path.into()));
         self
     }
 
     /// Unlinks the socket and wakes the serve loop.
     fn begin_shutdown(&self) {
-        if let Some(path) = &self.socket {
-            if let Err(e) = std::fs::remove_file(path) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %path.display(), error = %e, "remove task socket");
-                }
-            }
+        if let Some(socket) = &self.socket {
+            socket.unlink_if_ours();
         }
         self.shutdown.notify_one();
     }
@@ -815,5 +848,29 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), notify.notified())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_socket_bound_again_at_the_same_path_by_the_next_shim_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("s");
+        let first = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let shim = TaskShim::new(
+            "ns",
+            "runc",
+            Reaper::new(),
+            Arc::new(NoEvents),
+            Arc::new(Notify::new()),
+        )
+        .with_socket(&socket);
+        shim.shutdown(false);
+        assert!(!socket.exists());
+        drop(first);
+        // The next shim for the same id (a restore, a restart) binds there.
+        let _next = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        // A late second shutdown of the first shim (its forgotten-exit
+        // timer) must not unlink the next shim's socket.
+        shim.shutdown(true);
+        assert!(socket.exists(), "the next shim's socket was unlinked");
     }
 }
