@@ -266,7 +266,6 @@ mod tests {
             from_task_event(TaskEvent::Create {
                 id: "web".into(),
                 pid: 1,
-                checkpoint: String::new(),
             }),
             None
         );

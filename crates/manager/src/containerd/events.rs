@@ -20,10 +20,6 @@ pub enum TaskEvent {
         id: String,
         /// Init pid.
         pid: u32,
-        /// The folder the task is restored from (empty: not a restore):
-        /// for holdfast's runtime, a copy containerd unpacked and never
-        /// removes.
-        checkpoint: String,
     },
     /// A task's init process started.
     Start {
@@ -78,7 +74,6 @@ pub fn decode(topic: &str, any: &prost_types::Any) -> Option<TaskEvent> {
             TaskCreate::decode(v).ok().map(|e| TaskEvent::Create {
                 id: e.container_id,
                 pid: e.pid,
-                checkpoint: e.checkpoint,
             })
         }
         ("/tasks/start", "containerd.events.TaskStart") => {

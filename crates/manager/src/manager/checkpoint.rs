@@ -26,7 +26,7 @@ use crate::validate::{validate_checkpoint_name, validate_name};
 
 /// The folder of every checkpoint, under holdfastd's root.
 pub const CHECKPOINTS_DIR: &str = "checkpoints";
-/// The folder of CRIU's work files and restore tars, under the root.
+/// The folder of CRIU's work files of a dump, under the root.
 pub const CHECKPOINT_WORK_DIR: &str = "checkpoint-work";
 /// The file every CRIU image folder holds.
 pub(super) const INVENTORY: &str = "inventory.img";
