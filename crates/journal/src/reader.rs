@@ -87,6 +87,15 @@ pub enum RawRead {
     },
 }
 
+/// How [`Reader::read_batch`] appends a record.
+#[derive(Clone, Copy)]
+enum RawFormat {
+    /// The bytes the container wrote.
+    Bytes,
+    /// The journal's line, as is.
+    Lines,
+}
+
 /// The next thing in the files: a line (by its place in `pending`) or a gap.
 enum Step {
     Line {
@@ -393,6 +402,22 @@ impl Reader {
     /// malformed line, returned as [`JournalError::Malformed`] (and skipped)
     /// by the call that meets it first in a batch.
     pub fn read_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
+        self.read_batch(out, limit, RawFormat::Bytes)
+    }
+
+    /// [`Reader::read_raw`], but each record is appended as its whole CRI
+    /// log line (`<time> <stream> <P|F> <text>\n`, as journaled): what a
+    /// Kubernetes container log file holds.
+    pub fn read_lines(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
+        self.read_batch(out, limit, RawFormat::Lines)
+    }
+
+    fn read_batch(
+        &mut self,
+        out: &mut Vec<u8>,
+        limit: usize,
+        format: RawFormat,
+    ) -> Result<Option<RawRead>> {
         if let Some(Step::Gap { from, to }) = self.take_held()? {
             return Ok(Some(RawRead::Gap { from, to }));
         }
@@ -409,7 +434,13 @@ impl Reader {
                 }
                 Step::Line { start, end, at } => match parse_line_raw(&self.pending[start..end]) {
                     Ok(r) => {
-                        r.write_raw(out);
+                        match format {
+                            RawFormat::Bytes => r.write_raw(out),
+                            RawFormat::Lines => {
+                                out.extend_from_slice(&self.pending[start..end]);
+                                out.push(b'\n');
+                            }
+                        }
                         records += 1;
                     }
                     Err(source) if records == 0 => return Err(self.malformed(at, source)),
@@ -513,6 +544,11 @@ impl Consumer {
     /// [`Reader::read_raw`]: the raw bytes of the records there now.
     pub fn read_raw(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
         self.reader.read_raw(out, limit)
+    }
+
+    /// [`Reader::read_lines`]: the CRI log lines of the records there now.
+    pub fn read_lines(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<Option<RawRead>> {
+        self.reader.read_lines(out, limit)
     }
 
     /// [`Reader::next_raw`]: [`Consumer::read_raw`], waiting for something.

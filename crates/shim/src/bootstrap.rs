@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use containerd_shim::{parse, socket_address, Flags};
 use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim_async::{create_task, Task};
 use containerd_shim_protos::ttrpc::r#async::transport::Listener;
@@ -23,7 +24,9 @@ use time::OffsetDateTime;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
+use crate::cri;
 use crate::error::{Error, Result};
+use crate::options::{ShimOptions, ShimPer};
 use crate::publisher::{timestamp, RemotePublisher};
 use crate::reaper::Reaper;
 use crate::runc::RUNC_ROOT;
@@ -76,10 +79,52 @@ fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
 
+/// The runtime options containerd writes to `start`'s stdin (the
+/// container's, marshalled as a protobuf `Any`); defaults when there are
+/// none or they do not parse (Create then reports what is wrong).
+fn start_options() -> ShimOptions {
+    use std::io::{IsTerminal, Read};
+    let mut stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return ShimOptions::default();
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = (&mut stdin).take(1 << 20).read_to_end(&mut bytes) {
+        tracing::debug!(error = %e, "read runtime options from stdin");
+        return ShimOptions::default();
+    }
+    if bytes.is_empty() {
+        return ShimOptions::default();
+    }
+    Any::parse_from_bytes(&bytes)
+        .map_err(|e| Error::InvalidArgument(format!("runtime options on stdin: {e}")))
+        .and_then(|any| ShimOptions::from_any(Some(&any)))
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "runtime options; using defaults to start");
+            ShimOptions::default()
+        })
+}
+
+/// The tasks one shim serves: with `shim_per = "pod"` (the default), every
+/// task of a Kubernetes pod (CRI's sandbox id in the spec's annotations),
+/// as the Go runc shim groups them; else the task alone.
+fn grouping(flags: &Flags, bundle: &Path) -> String {
+    if start_options().shim_per == ShimPer::Pod {
+        let annotations = cri::bundle_annotations(bundle);
+        if let Some(pod) = cri::pod_of(&annotations) {
+            if crate::validate::id("sandbox", pod).is_ok() {
+                return pod.to_string();
+            }
+        }
+    }
+    flags.id.clone()
+}
+
 /// `start`: called by containerd with the bundle as working directory.
 fn start(flags: &Flags) -> Result<()> {
     crate::validate::id("task", &flags.id)?;
-    let grouping = flags.id.clone();
+    let cwd = std::env::current_dir().map_err(|e| Error::io("read working directory", e))?;
+    let grouping = grouping(flags, &cwd);
     let address = socket_address(&flags.address, &flags.namespace, &grouping);
     let path = socket_path(&address).to_string();
     if let Some(dir) = Path::new(&path).parent() {
@@ -91,7 +136,7 @@ fn start(flags: &Flags) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             if UnixStream::connect(&path).is_ok() {
                 // A shim already serves this group: reuse it.
-                std::fs::write("address", &address)
+                std::fs::write(cwd.join("address"), &address)
                     .map_err(|e| Error::io("write address file", e))?;
                 print!("{address}");
                 return Ok(());
@@ -107,7 +152,6 @@ fn start(flags: &Flags) -> Result<()> {
     fcntl(&listener, FcntlArg::F_SETFD(FdFlag::empty()))
         .map_err(|e| Error::io("clear FD_CLOEXEC on the listener", e.into()))?;
     let exe = std::env::current_exe().map_err(|e| Error::io("find own executable", e))?;
-    let cwd = std::env::current_dir().map_err(|e| Error::io("read working directory", e))?;
     let mut cmd = Command::new(exe);
     cmd.current_dir(&cwd)
         .args(["-namespace", &flags.namespace, "-id", &flags.id])
@@ -209,7 +253,8 @@ fn serve(flags: &Flags) -> Result<()> {
             Arc::new(publisher.clone()),
             shutdown.clone(),
         )
-        .with_socket(socket_path(&flags.socket)));
+        .with_socket(socket_path(&flags.socket))
+        .with_containerd_address(&flags.address));
         let task: Arc<dyn Task + Send + Sync> = Arc::new(TaskService::new(shim));
         let v2 = create_task(task.clone());
         let v3 = create_task(task)

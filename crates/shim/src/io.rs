@@ -32,6 +32,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cri::CriLogFile;
 use crate::error::{Error, Result};
 use crate::reaper::Reaper;
 use crate::sys;
@@ -364,6 +365,8 @@ struct HandoffState {
 struct Handoff {
     state: Mutex<HandoffState>,
     back: tokio::sync::Notify,
+    /// Notified after every append and at the end (see [`Handoff::wait_append`]).
+    more: tokio::sync::Notify,
 }
 
 impl Handoff {
@@ -402,6 +405,11 @@ impl Handoff {
     /// a parked sink if it follows the sink's last byte, and gives the sink
     /// back unless it took every byte.
     fn after_append(&self, data: &[u8], start: Option<Cursor>, end: Option<Cursor>, clean: bool) {
+        self.write_live(data, start, end, clean);
+        self.more.notify_waiters();
+    }
+
+    fn write_live(&self, data: &[u8], start: Option<Cursor>, end: Option<Cursor>, clean: bool) {
         let mut st = lock(&self.state);
         st.appends += 1;
         let Some(live) = st.live.as_mut() else {
@@ -427,18 +435,38 @@ impl Handoff {
     /// Counts an append the drain made outside live mode and gives a
     /// parked forwarder its sink back, to read it from the journal.
     fn appended(&self) {
-        let mut st = lock(&self.state);
-        st.appends += 1;
-        self.give_back(&mut st, 0);
+        {
+            let mut st = lock(&self.state);
+            st.appends += 1;
+            self.give_back(&mut st, 0);
+        }
+        self.more.notify_waiters();
     }
 
     /// The drain is done and its writer closed (which may have written a
     /// drop marker): gives a parked forwarder its sink back for good.
     fn close(&self) {
-        let mut st = lock(&self.state);
-        st.appends += 1;
-        st.closed = true;
-        self.give_back(&mut st, 0);
+        {
+            let mut st = lock(&self.state);
+            st.appends += 1;
+            st.closed = true;
+            self.give_back(&mut st, 0);
+        }
+        self.more.notify_waiters();
+    }
+
+    /// Waits until the drain appended after `seen` appends, or is done.
+    async fn wait_append(&self, seen: u64) {
+        let notified = self.more.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let st = lock(&self.state);
+            if st.appends != seen || st.closed {
+                return;
+            }
+        }
+        notified.await;
     }
 
     /// Gives them back (if parked), `skip` bytes after their resume cursor
@@ -624,6 +652,75 @@ async fn forward_all(mut consumer: Consumer, mut sink: Writer, handoff: &Handoff
     }
 }
 
+/// How long a CRI log forwarder waits before writing again after the file
+/// refused a write (a full disk).
+const CRI_WRITE_RETRY: Duration = Duration::from_secs(1);
+
+/// Copies one stream's journal records, as CRI log lines, to the
+/// container's log file, in order, exactly once; ends when the drain is
+/// done and everything was written. `hold` is the FIFO containerd gave for
+/// the stream: nothing is written to it, and it is closed at the end, so
+/// containerd's reader sees end of file when the stream ends.
+async fn forward_cri_lines(
+    mut consumer: Consumer,
+    file: Arc<CriLogFile>,
+    hold: Option<Writer>,
+    handoff: Arc<Handoff>,
+    finished: watch::Sender<bool>,
+) {
+    let mut batch: Vec<u8> = Vec::new();
+    loop {
+        let seen = handoff.appends();
+        match consumer.read_lines(&mut batch, BATCH) {
+            Ok(Some(RawRead::Records { next, .. })) => {
+                write_cri_lines(&file, &batch).await;
+                consumer.commit(next);
+                batch = Vec::new();
+            }
+            Ok(Some(RawRead::Gap { from, to })) => {
+                warn_gap(from, to);
+                consumer.commit(to);
+            }
+            Ok(None) => {
+                if handoff.closed() && handoff.appends() == seen {
+                    break;
+                }
+                handoff.wait_append(seen).await;
+            }
+            Err(e @ holdfast_journal::JournalError::Malformed { .. }) => {
+                tracing::warn!(error = %e, "CRI log forwarder: malformed journal line skipped");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "CRI log forwarder: journal read failed");
+                if handoff.closed() {
+                    break;
+                }
+                tokio::time::sleep(READ_RETRY).await;
+            }
+        }
+    }
+    drop(hold);
+    finished.send_replace(true);
+}
+
+/// Writes all of `lines` to the log file, retrying what it refused (the
+/// journal keeps the lines meanwhile; Delete stops the retries).
+async fn write_cri_lines(file: &CriLogFile, mut lines: &[u8]) {
+    let mut warned = false;
+    while !lines.is_empty() {
+        let (written, err) = file.append(lines);
+        lines = &lines[written..];
+        if let Some(e) = err {
+            if !warned {
+                tracing::warn!(path = %file.path().display(), error = %e,
+                    "CRI log file write failed; retrying (the journal keeps the lines)");
+                warned = true;
+            }
+            tokio::time::sleep(CRI_WRITE_RETRY).await;
+        }
+    }
+}
+
 /// The container-side ends of the stdio pipes, handed to runc.
 struct ChildStdio {
     stdin: Mutex<Option<OwnedFd>>,
@@ -782,13 +879,25 @@ pub struct IoContext<'a> {
     /// already reached the sinks of its earlier life, so forwarders start
     /// at the journal's end and the drains append after it.
     pub restored: bool,
+    /// The CRI log file the shim writes itself (see [`crate::cri`]); the
+    /// FIFOs containerd gave are then held open and silent.
+    pub cri_log: Option<Arc<CriLogFile>>,
+}
+
+/// Where a stream's journal records go.
+enum Forward {
+    /// Their bytes, to the sink containerd gave.
+    Sink(Consumer, Writer),
+    /// Their CRI lines, to the container's log file; the sink containerd
+    /// gave, if any, is held until the stream ends.
+    CriLog(Consumer, Arc<CriLogFile>, Option<Writer>),
 }
 
 /// One output stream between the container and its sink, before the pty
 /// exists (terminal mode) or always (pipe mode).
 struct Output {
     writer: StreamWriter,
-    consumer: Option<(Consumer, Writer)>,
+    forward: Option<Forward>,
 }
 
 /// The stdio of one container process, from creation to the last byte.
@@ -911,22 +1020,30 @@ impl ProcessIo {
                 .journal
                 .writer(ctx.process, stream)
                 .map_err(journal_err)?;
-            let consumer = match sink {
-                Some(w) => {
-                    let from = if ctx.restored {
-                        ctx.journal.end(ctx.process, stream).map_err(journal_err)?
-                    } else {
-                        Cursor::START
-                    };
-                    let consumer = ctx
-                        .journal
-                        .consumer_at(ctx.process, stream, from)
-                        .map_err(journal_err)?;
-                    Some((consumer, w))
-                }
-                None => None,
+            if sink.is_none() && ctx.cri_log.is_none() {
+                return Ok(Output {
+                    writer,
+                    forward: None,
+                });
+            }
+            let from = if ctx.restored {
+                ctx.journal.end(ctx.process, stream).map_err(journal_err)?
+            } else {
+                Cursor::START
             };
-            Ok(Output { writer, consumer })
+            let consumer = ctx
+                .journal
+                .consumer_at(ctx.process, stream, from)
+                .map_err(journal_err)?;
+            let forward = match (&ctx.cri_log, sink) {
+                (Some(file), hold) => Forward::CriLog(consumer, file.clone(), hold),
+                (None, Some(w)) => Forward::Sink(consumer, w),
+                (None, None) => unreachable!("returned above"),
+            };
+            Ok(Output {
+                writer,
+                forward: Some(forward),
+            })
         };
 
         let mut io = ProcessIo {
@@ -977,11 +1094,18 @@ impl ProcessIo {
     fn start_output(&self, from: AsyncFd<OwnedFd>, output: Output) {
         let handoff = Arc::new(Handoff::default());
         lock(&self.drains).push(tokio::spawn(drain(from, output.writer, handoff.clone())));
-        if let Some((consumer, sink)) = output.consumer {
-            let (fin_tx, fin_rx) = watch::channel(false);
-            lock(&self.forwarded).push(fin_rx);
-            lock(&self.forwarders).push(tokio::spawn(forward(consumer, sink, handoff, fin_tx)));
-        }
+        let Some(fwd) = output.forward else {
+            return;
+        };
+        let (fin_tx, fin_rx) = watch::channel(false);
+        lock(&self.forwarded).push(fin_rx);
+        let task = match fwd {
+            Forward::Sink(consumer, sink) => tokio::spawn(forward(consumer, sink, handoff, fin_tx)),
+            Forward::CriLog(consumer, file, hold) => {
+                tokio::spawn(forward_cri_lines(consumer, file, hold, handoff, fin_tx))
+            }
+        };
+        lock(&self.forwarders).push(task);
     }
 
     /// Whether the process has a pty.
@@ -1178,6 +1302,7 @@ mod tests {
             container_id: "c1",
             reaper: &reaper,
             restored: false,
+            cri_log: None,
         };
         let paths = StdioPaths {
             stdout: sink,
@@ -1289,5 +1414,96 @@ mod tests {
             records.push(record);
         }
         assert_eq!(holdfast_journal::reconstruct(&records), data);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_cri_log_file_both_streams_go_there_as_cri_lines_and_the_fifos_stay_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(
+            JournalOptions::default()
+                .for_dir(dir.path().join("j"))
+                .unwrap(),
+        )
+        .unwrap();
+        let reaper = Reaper::new();
+        let log = dir.path().join("pods/app/0.log");
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        let fifos: Vec<PathBuf> = ["out", "err"].iter().map(|n| dir.path().join(n)).collect();
+        for f in &fifos {
+            nix::unistd::mkfifo(f, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        }
+        // containerd's readers of the FIFOs.
+        let readers: Vec<std::fs::File> = fifos
+            .iter()
+            .map(|f| {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(f)
+                    .unwrap()
+            })
+            .collect();
+        let ctx = IoContext {
+            journal: &journal,
+            process: "init",
+            namespace: "k8s.io",
+            container_id: "c1",
+            reaper: &reaper,
+            restored: false,
+            cri_log: Some(Arc::new(CriLogFile::open(&log).unwrap())),
+        };
+        let paths = StdioPaths {
+            stdout: fifos[0].display().to_string(),
+            stderr: fifos[1].display().to_string(),
+            ..Default::default()
+        };
+        let io = ProcessIo::prepare(&paths, &ctx).await.unwrap();
+        let child = io.child.clone().unwrap();
+        let out = child.stdout.lock().unwrap().take().unwrap();
+        let err = child.stderr.lock().unwrap().take().unwrap();
+        tokio::task::spawn_blocking(move || {
+            let (mut out, mut err) = (std::fs::File::from(out), std::fs::File::from(err));
+            for i in 0..2000 {
+                std::io::Write::write_all(&mut out, format!("out {i}\n").as_bytes()).unwrap();
+                if i % 100 == 0 {
+                    std::io::Write::write_all(&mut err, format!("err {i}\n").as_bytes()).unwrap();
+                }
+            }
+            // A last line without its end: a P record.
+            std::io::Write::write_all(&mut out, b"tail").unwrap();
+        })
+        .await
+        .unwrap();
+        io.wait_output(Duration::from_secs(10)).await;
+        io.wait_forwarded(Duration::from_secs(10)).await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        let mut outs = Vec::new();
+        let mut errs = Vec::new();
+        for line in text.lines() {
+            let r = holdfast_journal::parse_line(line.as_bytes()).unwrap();
+            let body = String::from_utf8(r.text).unwrap();
+            match r.stream {
+                Stream::Stdout => outs.push((body, r.partial)),
+                Stream::Stderr => errs.push((body, r.partial)),
+            }
+        }
+        let want_out: Vec<(String, bool)> = (0..2000)
+            .map(|i| (format!("out {i}"), false))
+            .chain([("tail".to_string(), true)])
+            .collect();
+        assert_eq!(outs, want_out);
+        let want_err: Vec<(String, bool)> = (0..2000)
+            .step_by(100)
+            .map(|i| (format!("err {i}"), false))
+            .collect();
+        assert_eq!(errs, want_err);
+        // Nothing reached the FIFOs, and their readers see end of file once
+        // the streams are done (the shim's write ends are closed).
+        for mut r in readers {
+            let mut buf = [0u8; 64];
+            let n = std::io::Read::read(&mut r, &mut buf).unwrap();
+            assert_eq!(n, 0, "the FIFO got {:?}", &buf[..n]);
+        }
+        io.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod bootstrap;
 pub mod container;
+pub mod cri;
 pub mod error;
 pub mod io;
 pub mod logging;

@@ -31,8 +31,38 @@ pub mod runtimeoptions {
 pub const OPTIONS_TYPE: &str = "holdfast.shim.v1.Options";
 /// The type URL of CRI's runtime options message.
 pub const CRI_OPTIONS_TYPE: &str = "runtimeoptions.v1.Options";
-/// The TOML key that is the shim's own, not the journal's.
+/// The TOML keys that are the shim's own, not the journal's.
 const KEEP_KEY: &str = "keep_after_delete";
+const SHIM_PER_KEY: &str = "shim_per";
+const CRI_LOG_KEY: &str = "cri_log";
+
+/// How the tasks of a Kubernetes pod (containers whose spec carries CRI's
+/// `io.kubernetes.cri.sandbox-id` annotation) are spread over shims.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ShimPer {
+    /// One shim serves the sandbox and every container of its pod, as the
+    /// Go runc shim does (`shim_per = "pod"`, the default).
+    #[default]
+    Pod,
+    /// One shim per container (`shim_per = "container"`): a shim's failure
+    /// touches one container only, at the cost of one process each.
+    Container,
+}
+
+/// Who writes a CRI container's log file (`<log_directory>/<log_path>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CriLog {
+    /// The shim, from the journal (`cri_log = "shim"`, the default): every
+    /// line once, in order, with the time the container wrote it, whatever
+    /// happens to containerd. containerd's FIFOs get no output (so
+    /// `kubectl attach` shows none); stdin works as before.
+    #[default]
+    Shim,
+    /// containerd's CRI plugin, from the stdout/stderr FIFOs the shim
+    /// forwards to (`cri_log = "containerd"`): lines containerd had read
+    /// but not yet written when it died are lost.
+    Containerd,
+}
 
 /// Options resolved for one task.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,9 +71,35 @@ pub struct ShimOptions {
     pub journal: JournalOptions,
     /// Keep the journal after Delete.
     pub keep_after_delete: bool,
+    /// Shims per pod (read by `start`).
+    pub shim_per: ShimPer,
+    /// Who writes CRI log files.
+    pub cri_log: CriLog,
     /// A folder of CRIU images to restore the task from (holdfast's
     /// `restore_from`; checked by [`crate::container::Restore`]).
     pub restore_from: String,
+}
+
+/// Removes `key` from `table`: one of the strings `allowed`, or an error
+/// naming the key and what it may be.
+fn take_word(
+    table: &mut toml::Table,
+    key: &str,
+    allowed: &[&'static str],
+    origin: &str,
+) -> Result<Option<&'static str>> {
+    let Some(value) = table.remove(key) else {
+        return Ok(None);
+    };
+    match value
+        .as_str()
+        .and_then(|v| allowed.iter().find(|a| **a == v))
+    {
+        Some(word) => Ok(Some(*word)),
+        None => Err(Error::InvalidArgument(format!(
+            "runtime options {origin}: {key} must be one of {allowed:?}, not {value:?}"
+        ))),
+    }
 }
 
 fn type_name(type_url: &str) -> &str {
@@ -116,6 +172,14 @@ impl ShimOptions {
                 )))
             }
         };
+        let shim_per = match take_word(&mut table, SHIM_PER_KEY, &["pod", "container"], origin)? {
+            Some("container") => ShimPer::Container,
+            _ => ShimPer::Pod,
+        };
+        let cri_log = match take_word(&mut table, CRI_LOG_KEY, &["shim", "containerd"], origin)? {
+            Some("containerd") => CriLog::Containerd,
+            _ => CriLog::Shim,
+        };
         let journal: JournalOptions = toml::Value::Table(table)
             .try_into()
             .map_err(|e| Error::InvalidArgument(format!("runtime options {origin}: {e}")))?;
@@ -125,6 +189,8 @@ impl ShimOptions {
         Ok(ShimOptions {
             journal,
             keep_after_delete: keep,
+            shim_per,
+            cri_log,
             restore_from: String::new(),
         })
     }
@@ -269,6 +335,31 @@ mod tests {
         assert_eq!(o.journal.budget_bytes, ByteSize(64 << 20));
         assert_eq!(o.journal.policy, FullPolicy::Drop);
         assert!(o.keep_after_delete);
+    }
+
+    #[test]
+    fn pods_share_a_shim_and_the_shim_writes_cri_logs_unless_told_otherwise() {
+        let o = ShimOptions::from_toml_str("", "t.toml").unwrap();
+        assert_eq!((o.shim_per, o.cri_log), (ShimPer::Pod, CriLog::Shim));
+        let o = ShimOptions::from_toml_str(
+            "shim_per = \"container\"\ncri_log = \"containerd\"\npolicy = \"drop\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (o.shim_per, o.cri_log, o.journal.policy),
+            (ShimPer::Container, CriLog::Containerd, FullPolicy::Drop)
+        );
+        for bad in [
+            "shim_per = \"node\"",
+            "shim_per = 1",
+            "cri_log = \"kubelet\"",
+        ] {
+            let err = ShimOptions::from_toml_str(bad, "t.toml").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

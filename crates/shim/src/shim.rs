@@ -19,9 +19,10 @@ use oci_spec::runtime::{LinuxResources, Process as ProcessSpec};
 use tokio::sync::{oneshot, Notify};
 
 use crate::container::{self, Container, Restore};
+use crate::cri::{self, CriLogFile};
 use crate::error::{Error, Result};
-use crate::io::{IoContext, ProcessIo, StdioPaths};
-use crate::options::ShimOptions;
+use crate::io::{IoContext, ProcessIo, Sink, StdioPaths};
+use crate::options::{CriLog, ShimOptions};
 use crate::process::{Process, Status};
 use crate::publisher::{timestamp, Event, EventSink};
 use crate::reaper::{Exit, Reaper};
@@ -90,6 +91,8 @@ pub struct TaskShim {
     shutdown: Arc<Notify>,
     /// The task socket's file, unlinked as soon as shutdown begins.
     socket: Option<SocketFile>,
+    /// containerd's gRPC socket (asked for CRI containers' log paths).
+    containerd_address: String,
 }
 
 /// The task socket's path and the identity (device, inode, change time)
@@ -155,6 +158,56 @@ impl TaskShim {
             containers: Mutex::new(HashMap::new()),
             shutdown,
             socket: None,
+            containerd_address: String::new(),
+        }
+    }
+
+    /// containerd's gRPC address (`-address`): Create asks it for the log
+    /// file of a CRI container (see [`crate::cri`]).
+    #[must_use]
+    pub fn with_containerd_address(mut self, address: &str) -> Self {
+        self.containerd_address = address.to_string();
+        self
+    }
+
+    /// The log file the shim writes for a CRI application container, when
+    /// the options leave it to the shim (`cri_log = "shim"`) and containerd
+    /// gave FIFOs: CRI's log path, opened. `None` otherwise, or when the
+    /// path cannot be had (containerd's CRI plugin then writes the file
+    /// from the FIFOs, as with `cri_log = "containerd"`).
+    async fn cri_log_file(
+        &self,
+        req: &CreateTask,
+        spec: &oci_spec::runtime::Spec,
+        options: &ShimOptions,
+    ) -> Option<Arc<CriLogFile>> {
+        let fifo = matches!(Sink::parse(&req.stdio.stdout), Ok(Some(Sink::Fifo(_))));
+        if options.cri_log != CriLog::Shim
+            || !fifo
+            || self.containerd_address.is_empty()
+            || !cri::is_app_container(spec.annotations().as_ref())
+        {
+            return None;
+        }
+        let path = match cri::log_path(&self.containerd_address, &self.namespace, &req.id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(id = %req.id, error = %e,
+                    "CRI log path unknown: containerd writes the log from the FIFOs");
+                return None;
+            }
+        };
+        match CriLogFile::open(&path) {
+            Ok(f) => {
+                tracing::info!(id = %req.id, path = %path.display(), "the shim writes the CRI log file");
+                Some(Arc::new(f))
+            }
+            Err(e) => {
+                tracing::warn!(id = %req.id, error = %e,
+                    "CRI log file cannot be opened: containerd writes it from the FIFOs");
+                None
+            }
         }
     }
 
@@ -266,6 +319,7 @@ impl TaskShim {
             container_id: &req.id,
             reaper: &self.reaper,
             restored: restore.is_some(),
+            cri_log: self.cri_log_file(&req, &spec, &options).await,
         };
         let io = match ProcessIo::prepare(&req.stdio, &ctx).await {
             Ok(io) => io,
@@ -563,6 +617,7 @@ impl TaskShim {
             container_id: id,
             reaper: &self.reaper,
             restored: false,
+            cri_log: None,
         };
         let io = ProcessIo::prepare(&stdio, &ctx).await?;
         c.add_exec(Arc::new(Process::new(id, exec_id, io, Some(spec))))?;
