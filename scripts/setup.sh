@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # holdfast: install what the build, demo, bench and tests need. Idempotent:
 # quiet and fast when everything is already there.
-#   - Debian 12 packages: containerd 1.6, runc, busybox-static, build deps
+#   - Debian 12 packages: containerd 1.6, runc, busybox-static, CNI plugins,
+#     build deps
 #   - a second containerd (Debian 13's 1.7.24 .deb, unpacked into the cache,
 #     not installed system-wide)
 #   - a busybox rootfs folder for `ctr run --rootfs`
@@ -16,9 +17,10 @@ export DEBIAN_FRONTEND=noninteractive
 APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o APT::Sandbox::User=root)
 
 # iptables: CRIU locks a container's network namespace with iptables-restore
-# while it dumps.
+# while it dumps. containernetworking-plugins: the CNI plugins (bridge,
+# host-local, loopback in /usr/lib/cni) of the CRI tests' pod network.
 PACKAGES=(containerd runc busybox-static pkgconf protobuf-compiler gcc libc6-dev
-    jq util-linux procps iptables)
+    jq util-linux procps iptables containernetworking-plugins)
 # CRIU: Debian 13's source tarball of this version, checked against this sum.
 HF_CRIU_VERSION=4.1.1
 HF_CRIU_SHA256=f80a66cb3726bb2116266d4759ce3bcbfab7abdb6b6d430bf20dd41911717afe

@@ -4,7 +4,7 @@
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -49,6 +49,12 @@ pub struct Containerd {
     detached_execs: Mutex<Vec<(String, String)>>,
     /// Shim addresses seen in bundles (`unix:///run/containerd/s/...`).
     shim_addresses: Mutex<Vec<String>>,
+    /// Extra plugin configuration (the CRI plugin's, see
+    /// [`crate::cri`]); `None` keeps the CRI plugin disabled.
+    plugins: Option<String>,
+    /// Set once [`teardown`](Self::teardown) removed the fixture folder, so
+    /// a later drop does not print an empty log tail.
+    torn_down: AtomicBool,
 }
 
 fn sanitize(name: &str) -> String {
@@ -76,6 +82,19 @@ impl Containerd {
 
     /// Starts a private containerd of `version` for the test `name`.
     pub fn start_named(version: Version, name: &str) -> Result<Containerd> {
+        Self::start_with(version, name, |_| Ok(None))
+    }
+
+    /// Starts a private containerd of `version` for the test `name`;
+    /// `plugins` gets the fixture (its folder, cgroup parent and unique
+    /// suffix are set; containerd does not run yet) and returns extra TOML
+    /// for containerd's `[plugins]` table, which enables the CRI plugin
+    /// (`None`: it stays disabled). It may write files into the folder.
+    pub fn start_with(
+        version: Version,
+        name: &str,
+        plugins: impl FnOnce(&Containerd) -> Result<Option<String>>,
+    ) -> Result<Containerd> {
         let n = FIXTURES.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let uniq = format!("{pid}x{n}");
@@ -96,7 +115,12 @@ impl Containerd {
             names: Mutex::new(Vec::new()),
             detached_execs: Mutex::new(Vec::new()),
             shim_addresses: Mutex::new(Vec::new()),
+            plugins: None,
+            torn_down: AtomicBool::new(false),
         };
+        // A failure from here on drops `cd`, which removes the folder.
+        let mut cd = cd;
+        cd.plugins = plugins(&cd)?;
         rootfs::busybox(&cd.rootfs)?;
         cd.write_config()?;
         cd.spawn()?;
@@ -120,6 +144,11 @@ impl Containerd {
     /// The cgroup parent every container of this fixture lives under.
     pub fn cgroup_parent(&self) -> &str {
         &self.cgroup_parent
+    }
+    /// The fixture's unique suffix (`<pid>x<n>`), part of its namespace,
+    /// ids and cgroup parent.
+    pub fn uniq(&self) -> &str {
+        &self.uniq
     }
     /// The busybox rootfs (writable: tests drop trigger files into it).
     pub fn rootfs(&self) -> &Path {
@@ -169,7 +198,7 @@ impl Containerd {
 
     fn write_config(&self) -> Result<()> {
         let d = self.dir.display();
-        let cfg = format!(
+        let mut cfg = format!(
             r#"# holdfast integration test fixture: everything under {d}.
 version = 2
 root = "{d}/root"
@@ -199,6 +228,11 @@ disabled_plugins = [
     path = "{d}/opt"
 "#
         );
+        if let Some(plugins) = &self.plugins {
+            cfg = cfg.replacen("  \"io.containerd.grpc.v1.cri\",\n", "", 1);
+            cfg.push('\n');
+            cfg.push_str(plugins);
+        }
         fs::write(self.dir.join("config.toml"), cfg).context("write config.toml")
     }
 
@@ -332,13 +366,23 @@ disabled_plugins = [
     }
 
     fn ctr_command(&self, args: &[&str]) -> Command {
+        self.ctr_command_in(&self.ns, args)
+    }
+
+    fn ctr_command_in(&self, ns: &str, args: &[&str]) -> Command {
         let mut c = Command::new(self.version.bin_dir().join("ctr"));
         c.arg("--address")
             .arg(self.address())
             .arg("--namespace")
-            .arg(&self.ns)
+            .arg(ns)
             .args(args);
         c
+    }
+
+    /// `ctr <args>` against this containerd in namespace `ns` (e.g. CRI's
+    /// `k8s.io`, which is private to this containerd too).
+    pub fn ctr_in(&self, ns: &str, args: &[&str]) -> Result<Output> {
+        cmd::run(self.ctr_command_in(ns, args), None, DEFAULT_TIMEOUT)
     }
 
     /// `ctr <args>` against this containerd, in this fixture's namespace.
@@ -770,17 +814,7 @@ disabled_plugins = [
     /// deleted) until [`leaks`](Self::leaks) is empty; an error listing them
     /// otherwise.
     pub fn wait_no_leaks(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let leaks = self.leaks();
-            if leaks.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("left behind after {timeout:?}:\n  {}", leaks.join("\n  "));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        system::wait_empty(timeout, || self.leaks())
     }
 
     /// Removes every task and container, then checks nothing is left.
@@ -834,13 +868,14 @@ disabled_plugins = [
                 }
             }
         }
+        self.torn_down.store(true, Ordering::SeqCst);
         errors
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if thread::panicking() {
+        if thread::panicking() && !self.torn_down.load(Ordering::SeqCst) {
             eprintln!(
                 "--- containerd {} log tail ({}) ---\n{}\n---",
                 self.version,

@@ -34,7 +34,9 @@ pub mod api;
 pub mod cmd;
 pub mod containerd;
 pub mod counter;
+pub mod cri;
 pub mod events;
+pub mod image;
 pub mod logs;
 pub mod procs;
 pub mod rootfs;
@@ -161,10 +163,34 @@ pub fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// A private containerd fixture [`each_version_of`] can start and tear
+/// down: [`Containerd`], or [`cri::Cri`] (the same with the CRI plugin).
+pub trait Fixture: Sized {
+    /// Starts one for the current test (named after its thread).
+    fn start(version: Version) -> Result<Self>;
+    /// Tears everything down; what could not be cleaned.
+    fn teardown(&self) -> Vec<String>;
+}
+
+impl Fixture for Containerd {
+    fn start(version: Version) -> Result<Self> {
+        Containerd::start(version)
+    }
+    fn teardown(&self) -> Vec<String> {
+        Containerd::teardown(self)
+    }
+}
+
 /// Runs `test` once per containerd version of `HOLDFAST_CONTAINERD`, each
 /// time on a fresh [`Containerd`]. Skips (with a message) when not root;
 /// panics with the error chain (after the fixture's log tail) on failure.
 pub fn each_version(test: impl Fn(&Containerd) -> Result<()>) {
+    each_version_of(test)
+}
+
+/// [`each_version`] on any [`Fixture`], e.g. `each_version_of(|cri:
+/// &cri::Cri| ...)`.
+pub fn each_version_of<F: Fixture>(test: impl Fn(&F) -> Result<()>) {
     let name = std::thread::current()
         .name()
         .unwrap_or("this test")
@@ -191,7 +217,7 @@ pub fn each_version(test: impl Fn(&Containerd) -> Result<()>) {
     }
     for v in versions {
         eprintln!("{name}: containerd {v}, runtime {rt}");
-        let cd = match Containerd::start(v) {
+        let cd = match F::start(v) {
             Ok(cd) => cd,
             Err(e) => panic!("start containerd {v}: {e:#}"),
         };

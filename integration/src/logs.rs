@@ -369,8 +369,20 @@ impl CriRecord {
     }
 }
 
-/// Parses one CRI log line (without its `\n`).
+/// Parses one line of a holdfast journal segment (without its `\n`): CRI
+/// format with a fixed-width timestamp (nine fraction digits).
 pub fn parse_cri_line(line: &[u8]) -> Result<CriRecord> {
+    parse_cri_record(line, true)
+}
+
+/// Parses one line of a pod log file that containerd's CRI plugin wrote
+/// (without its `\n`): CRI format with Go's RFC3339Nano timestamp, whose
+/// fraction drops trailing zeros.
+pub fn parse_pod_log_line(line: &[u8]) -> Result<CriRecord> {
+    parse_cri_record(line, false)
+}
+
+fn parse_cri_record(line: &[u8], fixed_width: bool) -> Result<CriRecord> {
     let mut parts = line.splitn(4, |b| *b == b' ');
     let (Some(time), Some(stream), Some(tag), Some(text)) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -379,7 +391,11 @@ pub fn parse_cri_line(line: &[u8]) -> Result<CriRecord> {
     };
     let time = String::from_utf8_lossy(time).into_owned();
     ensure!(
-        time.len() == 30 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        if fixed_width {
+            time.len() == 30 && time.ends_with('Z') && time.as_bytes()[10] == b'T'
+        } else {
+            is_rfc3339_nano(&time)
+        },
         "bad timestamp {time:?}"
     );
     let stream = String::from_utf8_lossy(stream).into_owned();
@@ -399,6 +415,42 @@ pub fn parse_cri_line(line: &[u8]) -> Result<CriRecord> {
         partial,
         text: text.to_vec(),
     })
+}
+
+/// `2026-01-02T03:04:05.123456789Z` or with a `+hh:mm` offset; the
+/// fraction (1 to 9 digits) is optional.
+fn is_rfc3339_nano(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return false;
+    }
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    let date = digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !date {
+        return false;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let n = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if n == 0 || n > 9 {
+            return false;
+        }
+        rest = &frac[n..];
+    }
+    rest == "Z"
+        || (rest.len() == 6
+            && (rest.starts_with('+') || rest.starts_with('-'))
+            && rest.as_bytes()[3] == b':')
 }
 
 /// The segment files of one stream of one process of a task's journal,
@@ -924,6 +976,12 @@ mod tests {
         let r = parse_cri_line(b"2024-05-01T12:00:00.123456789Z stderr F:x ").unwrap();
         assert_eq!(r.raw(), b"\n");
         assert!(parse_cri_line(b"garbage").is_err());
+        // Pod log files: Go's RFC3339Nano drops trailing zeros.
+        let r = parse_pod_log_line(b"2024-05-01T12:00:00.1234Z stdout F x").unwrap();
+        assert_eq!(r.text, b"x");
+        assert!(parse_cri_line(b"2024-05-01T12:00:00.1234Z stdout F x").is_err());
+        assert!(parse_pod_log_line(b"2024-05-01T12:00:00.Z stdout F x").is_err());
+        assert!(parse_pod_log_line(b"yesterday stdout F x").is_err());
     }
 
     #[test]

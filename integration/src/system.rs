@@ -14,6 +14,22 @@ pub const FIFO_DIR: &str = "/run/containerd/fifo";
 /// Where runc keeps its state for shims (one folder per namespace).
 pub const RUNC_STATE_DIR: &str = "/run/containerd/runc";
 
+/// Waits (up to `timeout`) until `leaks` returns nothing; an error listing
+/// what it still returns then.
+pub fn wait_empty(timeout: Duration, leaks: impl Fn() -> Vec<String>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = leaks();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("left behind after {timeout:?}:\n  {}", left.join("\n  "));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Mount points at or under `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
