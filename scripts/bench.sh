@@ -10,7 +10,7 @@
 #
 # Knobs (env; defaults, then the quick mode's): HOLDFAST_BENCH_QUICK=1 (a
 # short run, a few minutes), HOLDFAST_BENCH_SECTIONS ("idle throughput
-# outage manager checkpoint"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"),
+# outage manager checkpoint cri"), HOLDFAST_BENCH_VERSIONS ("1.6 1.7"),
 # HOLDFAST_BENCH_IDLE (20 / 5 containers), HOLDFAST_BENCH_REPEAT (3 / 1
 # rounds of those), HOLDFAST_BENCH_SINGLE_ROUNDS (3 / 1),
 # HOLDFAST_BENCH_SETTLE (1 s before reading memory), HOLDFAST_BENCH_TP_MIB
@@ -31,7 +31,9 @@
 # checkpoint size), HOLDFAST_BENCH_CKPT_ROUNDS (3 / 1 rounds per size),
 # HOLDFAST_BENCH_CKPT_TICK (0.01 s between the container's ticks),
 # HOLDFAST_BENCH_CKPT_TIMEOUT (300 s per checkpoint step),
-# HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
+# HOLDFAST_BENCH_CRI_SECS (60 / 10 s of containerd outage under a CRI pod),
+# HOLDFAST_BENCH_CRI_ROUNDS (3 / 1), HOLDFAST_BENCH_CRI_POD (5 containers
+# per pod for the memory figure), HOLDFAST_BENCH_OUT (<repo>/BENCHMARKS.md).
 #
 # Sections: each is a pair of functions, section_<name> VERSION (measures,
 # filling R[...]) and render_<name> VERSION (prints its markdown). Add one by
@@ -47,7 +49,7 @@ QUICK="${HOLDFAST_BENCH_QUICK:-0}"
 [[ "$QUICK" == 1 ]] || QUICK=0
 # q FULL QUICK: the default of a knob in a full or a quick run.
 q() { if ((QUICK)); then echo "$2"; else echo "$1"; fi; }
-read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage manager checkpoint}"
+read -r -a SECTIONS <<<"${HOLDFAST_BENCH_SECTIONS:-idle throughput outage manager checkpoint cri}"
 read -r -a VERSIONS <<<"${HOLDFAST_BENCH_VERSIONS:-1.6 1.7}"
 IDLE_N="${HOLDFAST_BENCH_IDLE:-$(q 20 5)}"
 SINGLE_ROUNDS="${HOLDFAST_BENCH_SINGLE_ROUNDS:-$(q 3 1)}"
@@ -1937,6 +1939,152 @@ render_checkpoint() {
         goal "checkpoint of $l at most 10 % slower than raw runc" "$(ckratio "ck${mib}_dump")" 1.10
         goal "restore of $l at most 10 % slower than raw runc" "$(ckratio "ck${mib}_restore")" 1.10
     done
+}
+
+# ---------------------------------------------------------------- section: cri
+# containerd's CRI plugin driving a pod (integration/src/cri.rs, a private
+# containerd with CRI per run), through holdfast-cri-bench (built with the
+# workspace): the outage scenario per handler, and the shims' memory of one
+# pod per handler.
+CRI_SECS="${HOLDFAST_BENCH_CRI_SECS:-$(q 60 10)}"
+CRI_ROUNDS="${HOLDFAST_BENCH_CRI_ROUNDS:-$(q 3 1)}"
+CRI_POD_N="${HOLDFAST_BENCH_CRI_POD:-5}"
+CRI_OUTAGE_HANDLERS=(holdfast runc)
+CRI_MEM_HANDLERS=(holdfast holdfast-per-container runc)
+# The numeric keys holdfast-cri-bench prints, per measurement.
+CRI_OUTAGE_KEYS=(down written written_while_down max_stall logged lost duplicated out_of_order foreign)
+CRI_MEM_KEYS=(shims rss_kib pss_kib private_kib threads)
+
+# cri_run VERSION WHAT HANDLER ARG TMP KEYS...: one holdfast-cri-bench run;
+# appends each key's value to TMP/WHAT-HANDLER-KEY, or records the error.
+cri_run() {
+    local version="$1" what="$2" h="$3" arg="$4" tmp="$5" line kv k bench
+    shift 5
+    # The fixture runs our shim from the bench's snapshot of it.
+    bench="$HOLDFAST_BIN_DIR/holdfast-cri-bench"
+    if ! line="$(HOLDFAST_BIN_DIR="$(snapshot_dir "$version")" "$bench" \
+        "$what" "$version" "$h" "$arg" 2>"$tmp/err")"; then
+        SERR[$version|$h|cri $what]="$(tail -n 5 "$tmp/err")"
+        return 0
+    fi
+    for kv in $line; do
+        k="${kv%%=*}"
+        [[ " $* " == *" $k "* ]] || continue
+        echo "${kv#*=}" >>"$tmp/$what-$h-$k"
+    done
+}
+
+section_cri() {
+    local version="$1" tmp r h k
+    tmp="$(dir_of "$version")/cri-tmp"
+    mkdir -p "$tmp"
+    if [[ ! -x "$HOLDFAST_BIN_DIR/holdfast-cri-bench" ]]; then
+        for h in "${CRI_MEM_HANDLERS[@]}"; do
+            SERR[$version|$h|cri outage]="holdfast-cri-bench not built in $HOLDFAST_BIN_DIR (make build)"
+        done
+        return 0
+    fi
+    for ((r = 1; r <= CRI_ROUNDS; r++)); do
+        for h in "${CRI_OUTAGE_HANDLERS[@]}"; do
+            hf_log "bench: containerd $version: CRI pod through a ${CRI_SECS} s containerd outage, handler $h, round $r of $CRI_ROUNDS"
+            cri_run "$version" outage "$h" "$CRI_SECS" "$tmp" "${CRI_OUTAGE_KEYS[@]}"
+        done
+        for h in "${CRI_MEM_HANDLERS[@]}"; do
+            hf_log "bench: containerd $version: CRI pod of $CRI_POD_N containers, handler $h, round $r of $CRI_ROUNDS"
+            cri_run "$version" pod-memory "$h" "$CRI_POD_N" "$tmp" "${CRI_MEM_KEYS[@]}"
+        done
+    done
+    for h in "${CRI_MEM_HANDLERS[@]}"; do
+        for k in "${CRI_OUTAGE_KEYS[@]}"; do
+            [[ -s "$tmp/outage-$h-$k" ]] || continue
+            R[$version|$h|cri_$k]="$(median <"$tmp/outage-$h-$k")"
+            R[$version|$h|cri_n]="$(wc -l <"$tmp/outage-$h-$k")"
+        done
+        for k in "${CRI_MEM_KEYS[@]}"; do
+            [[ -s "$tmp/pod-memory-$h-$k" ]] || continue
+            R[$version|$h|crimem_$k]="$(median <"$tmp/pod-memory-$h-$k")"
+            R[$version|$h|crimem_n]="$(wc -l <"$tmp/pod-memory-$h-$k")"
+        done
+    done
+    rm -rf "$tmp"
+}
+
+method_cri() {
+    cat <<EOF
+
+### Kubernetes pods through containerd's CRI plugin
+
+- Each measurement starts its own private containerd of the version with
+  the CRI plugin (the integration tests' fixture, \`integration/src/cri.rs\`:
+  own root, state, sockets, CNI bridge network, pod log folders and cgroup
+  parent; images built locally and imported), and a CRI client acting as
+  kubelet: \`holdfast-cri-bench\` (\`integration/src/bin\`). Handlers:
+  \`holdfast\` (our shim, the shipped \`contrib/cri\` snippet, a pod's tasks
+  in one shim), \`holdfast-per-container\` (our shim with \`shim_per =
+  "container"\`) and \`runc\` (\`io.containerd.runc.v2\`, the Go shim, which
+  groups a pod's tasks in one shim).
+- Outage: a pod's container runs a busybox shell that writes the numbers
+  0, 1, 2, … one per line to stdout as fast as it can and appends its count
+  and \`/proc/uptime\` to a progress file (in a host folder mounted at its
+  \`/tmp\`) every 100 lines. Once it writes, containerd is killed with
+  \`kill -9\`, kept down ${CRI_SECS} s and started again; then the writer is
+  stopped, and the pod's CRI log file (\`<log_directory>/<name>/0.log\`) is
+  read back once it holds every line or stops growing. Longest stall = the
+  longest time between two progress records from the kill to the restart;
+  lost / duplicated / out of order compare the log's stdout lines (a \`P\`
+  record joined with the next) with the numbers written. ${CRI_ROUNDS} round(s)
+  (\`HOLDFAST_BENCH_CRI_ROUNDS\`), medians.
+- Pod memory: a pod of ${CRI_POD_N} app containers (\`sleep infinity\`) plus
+  its sandbox, 3 s after the last start; the sums over every shim process
+  serving the fixture's containerd of RSS, PSS and private
+  (Private_Clean + Private_Dirty) from \`smaps_rollup\`, and their threads.
+EOF
+}
+
+# crirow LABEL METRIC SCALE FORMAT HANDLERS...: one row for version $V.
+crirow() {
+    local label="$1" metric="$2" scale="$3" fmt="$4" h out
+    shift 4
+    out="| $label |"
+    for h in "$@"; do out+=" $(cell "$V" "$h" "$metric" "$scale" "$fmt") |"; done
+    printf '%s\n' "$out"
+}
+
+render_cri() {
+    local h msg what
+    V="$1"
+    printf '\n### A pod through a %s s containerd outage (CRI), median of %s round(s)\n\n' \
+        "$CRI_SECS" "${R[$V|holdfast|cri_n]:-${R[$V|runc|cri_n]:-0}}"
+    echo "| | holdfast (\`holdfast\` handler) | Go shim (\`runc\` handler) |"
+    echo "| --- | --- | --- |"
+    crirow "containerd down (s)" cri_down 1 %.1f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "lines written in all" cri_written 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "… while containerd was down" cri_written_while_down 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "longest stall of the container while containerd was down (s)" cri_max_stall 1 %.2f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "lines in the CRI log" cri_logged 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "lines lost" cri_lost 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "lines duplicated" cri_duplicated 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    crirow "lines out of order" cri_out_of_order 1 %.0f "${CRI_OUTAGE_HANDLERS[@]}"
+    printf '\n### Shim memory of a pod of %s containers plus its sandbox (CRI), median of %s round(s)\n\n' \
+        "$CRI_POD_N" "${R[$V|holdfast|crimem_n]:-0}"
+    echo "| | holdfast, one shim per pod | holdfast, one shim per container | Go shim |"
+    echo "| --- | --- | --- | --- |"
+    crirow "shim processes" crimem_shims 1 %.0f "${CRI_MEM_HANDLERS[@]}"
+    crirow "private memory, all shims (MiB)" crimem_private_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
+    crirow "PSS, all shims (MiB)" crimem_pss_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
+    crirow "RSS, all shims (MiB)" crimem_rss_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
+    crirow "threads, all shims" crimem_threads 1 %.0f "${CRI_MEM_HANDLERS[@]}"
+    for h in "${CRI_MEM_HANDLERS[@]}"; do
+        for what in outage pod-memory; do
+            msg="${SERR[$V|$h|cri $what]:-}"
+            [[ -n "$msg" ]] || continue
+            # shellcheck disable=SC2016 # markdown backquotes
+            printf '\n**%s, %s:** `%s`\n' "$h" "$what" "$(md_code "$msg")"
+        done
+    done
+    echo
+    goal "holdfast's pod shims' private memory at most the Go shim's" \
+        "$(ratio_of "$V" holdfast runc crimem_private_kib)" 1.00
 }
 
 # ---------------------------------------------------------------- the report

@@ -383,7 +383,9 @@ impl Cri {
         Ok(())
     }
 
-    fn wait_ready(&self, timeout: Duration) -> Result<()> {
+    /// Waits until CRI reports the runtime and the network ready (after a
+    /// start or a restart of containerd).
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.call(

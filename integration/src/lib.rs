@@ -35,6 +35,7 @@ pub mod cmd;
 pub mod containerd;
 pub mod counter;
 pub mod cri;
+pub mod cri_outage;
 pub mod events;
 pub mod image;
 pub mod logs;

@@ -134,8 +134,13 @@ pub struct Progress {
 impl Progress {
     /// Reads the progress file of writer `tag` in the fixture's rootfs.
     pub fn read(cd: &Containerd, tag: &str) -> Result<Progress> {
-        let p = cd.rootfs().join("tmp").join(format!("progress-{tag}"));
-        let text = fs::read_to_string(&p).unwrap_or_default();
+        Progress::read_file(&cd.rootfs().join("tmp").join(format!("progress-{tag}")))
+    }
+
+    /// Reads a writer's progress file at `path` (e.g. in a folder mounted
+    /// at the container's `/tmp`).
+    pub fn read_file(path: &Path) -> Result<Progress> {
+        let text = fs::read_to_string(path).unwrap_or_default();
         let mut out = Progress::default();
         // Only whole lines: the writer may be in the middle of one.
         let complete = match text.rfind('\n') {
@@ -155,7 +160,7 @@ impl Progress {
             match f.as_slice() {
                 ["done", n, t] => out.done = Some(parse(n, t)?),
                 [n, t] => out.samples.push(parse(n, t)?),
-                _ => bail!("bad progress line {line:?} in {}", p.display()),
+                _ => bail!("bad progress line {line:?} in {}", path.display()),
             }
         }
         Ok(out)

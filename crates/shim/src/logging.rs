@@ -9,7 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// A writer that drops what does not fit instead of blocking.
 #[derive(Clone)]
@@ -57,10 +60,17 @@ pub fn init(bundle: &Path, debug: bool) {
         } else {
             LevelFilter::INFO
         });
+    // The gRPC client of a CRI Create (h2, hyper, tower, tonic) logs every
+    // frame at debug: keep it to warnings. A prefix match, no regex.
+    let filter = Targets::new().with_default(level).with_targets(
+        ["h2", "hyper", "hyper_util", "tower", "tonic"].map(|t| (t, LevelFilter::WARN.min(level))),
+    );
     let _ = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(NonBlocking(file))
         .with_ansi(false)
         .json()
+        .finish()
+        .with(filter)
         .try_init();
 }
