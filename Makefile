@@ -13,7 +13,7 @@ export HOLDFAST_BIN_DIR ?= $(TARGET_DIR)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: ## install what is missing (containerd 1.6, runc, busybox, build deps), cache containerd 1.7.24, build CRIU 4.1.1
+setup: ## install what is missing (containerd 1.6, runc, busybox, CNI plugins, build deps), cache containerd 1.7.24, build CRIU 4.1.1
 	@bash scripts/setup.sh
 
 build: ## build the release binaries

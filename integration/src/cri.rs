@@ -44,6 +44,17 @@ pub const HANDLER: &str = "holdfast";
 pub const RUNC_HANDLER: &str = "runc";
 /// A holdfast handler whose `ConfigPath` names a file that does not exist.
 pub const MISSING_CONFIG_HANDLER: &str = "holdfast-missing-config";
+/// The handler the tests run pods on: [`HANDLER`], or [`RUNC_HANDLER`]
+/// when `HOLDFAST_TEST_RUNTIME` names the Go shim (to check the tests
+/// themselves).
+pub fn handler_under_test() -> &'static str {
+    if crate::is_go_shim() {
+        RUNC_HANDLER
+    } else {
+        HANDLER
+    }
+}
+
 /// CRI's containerd namespace.
 pub const CRI_NAMESPACE: &str = "k8s.io";
 /// Where Debian's containernetworking-plugins installs the CNI plugins.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Result};
 use holdfast_integration::api::ApiError;
-use holdfast_integration::cri::{Cri, HANDLER, MISSING_CONFIG_HANDLER};
+use holdfast_integration::cri::{handler_under_test, Cri, MISSING_CONFIG_HANDLER};
 use holdfast_integration::each_version_of;
 use tonic::Code;
 
@@ -70,7 +70,7 @@ fn bad_cri_requests_get_clear_errors_and_leave_nothing() {
         cfg.metadata = None;
         expect_error(
             "RunPodSandbox without metadata",
-            cri.run_pod(&cfg, HANDLER),
+            cri.run_pod(&cfg, handler_under_test()),
             &[Code::Unknown],
             &["metadata"],
         )?;
@@ -116,7 +116,7 @@ fn bad_cri_requests_get_clear_errors_and_leave_nothing() {
         // reserved), a container of an image that is not there, a
         // container without metadata. The pod stays usable throughout.
         let pod_cfg = cri.pod_config("real");
-        let pod = cri.run_pod(&pod_cfg, HANDLER)?;
+        let pod = cri.run_pod(&pod_cfg, handler_under_test())?;
         let name = pod_cfg
             .metadata
             .as_ref()
@@ -124,7 +124,7 @@ fn bad_cri_requests_get_clear_errors_and_leave_nothing() {
             .unwrap_or_default();
         expect_error(
             "RunPodSandbox of a pod that exists",
-            cri.run_pod(&pod_cfg, HANDLER),
+            cri.run_pod(&pod_cfg, handler_under_test()),
             &[Code::Unknown],
             &[&name, "reserved"],
         )?;
