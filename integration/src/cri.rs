@@ -44,6 +44,8 @@ pub const HANDLER: &str = "holdfast";
 pub const RUNC_HANDLER: &str = "runc";
 /// A holdfast handler whose `ConfigPath` names a file that does not exist.
 pub const MISSING_CONFIG_HANDLER: &str = "holdfast-missing-config";
+/// A holdfast handler whose shim TOML sets `shim_per = "container"`.
+pub const PER_CONTAINER_HANDLER: &str = "holdfast-per-container";
 /// The handler the tests run pods on: [`HANDLER`], or [`RUNC_HANDLER`]
 /// when `HOLDFAST_TEST_RUNTIME` names the Go shim (to check the tests
 /// themselves).
@@ -66,6 +68,8 @@ pub const CNI_RESULTS_DIR: &str = "/var/lib/cni/results";
 const LOOPBACK_NETWORK: &str = "cni-loopback";
 /// The shim TOML path the shipped snippets name.
 const SHIPPED_CONFIG_PATH: &str = "/etc/holdfast/shim.toml";
+/// The shipped shim TOML's grouping line.
+const SHIPPED_SHIM_PER: &str = "shim_per = \"pod\"";
 /// The journal dir the shipped shim TOML names.
 const SHIPPED_JOURNAL_DIR: &str = "dir = \"/var/lib/holdfast/logs\"";
 /// The Kubernetes namespace of the fixture's pods.
@@ -139,6 +143,22 @@ impl Net {
     }
 }
 
+/// The shipped `snippet` (its comments dropped) as handler `name`, with
+/// the shim TOML `toml` instead of `from`.
+fn handler_copy(snippet: &str, name: &str, from: &Path, toml: &Path) -> String {
+    snippet
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(".runtimes.holdfast]", &format!(".runtimes.{name}]"))
+        .replace(
+            ".runtimes.holdfast.options]",
+            &format!(".runtimes.{name}.options]"),
+        )
+        .replace(&from.display().to_string(), &toml.display().to_string())
+}
+
 /// The containerd config text of the CRI plugin for a fixture.
 fn plugin_config(cd: &Containerd, net: &Net, pause: &str) -> Result<String> {
     let d = cd.dir();
@@ -156,7 +176,7 @@ fn plugin_config(cd: &Containerd, net: &Net, pause: &str) -> Result<String> {
         SHIPPED_JOURNAL_DIR,
         &format!("dir = \"{}\"", d.join("journal").display()),
     );
-    fs::write(&shim_toml, ours).with_context(|| format!("write {}", shim_toml.display()))?;
+    fs::write(&shim_toml, &ours).with_context(|| format!("write {}", shim_toml.display()))?;
 
     let snippet_file = snippet_path(cd.version());
     let snippet = fs::read_to_string(&snippet_file)
@@ -169,25 +189,32 @@ fn plugin_config(cd: &Containerd, net: &Net, pause: &str) -> Result<String> {
         );
     }
     let snippet = snippet.replace(&quoted, &format!("\"{}\"", shim_toml.display()));
-    // The same handler again, under another name, with a TOML path that does
-    // not exist.
-    let missing = snippet
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .replace(
-            ".runtimes.holdfast]",
-            &format!(".runtimes.{MISSING_CONFIG_HANDLER}]"),
-        )
-        .replace(
-            ".runtimes.holdfast.options]",
-            &format!(".runtimes.{MISSING_CONFIG_HANDLER}.options]"),
-        )
-        .replace(
-            &shim_toml.display().to_string(),
-            &d.join("missing.toml").display().to_string(),
+    // The same handler again under other names: with a TOML path that does
+    // not exist, and with a TOML that gives each task its own shim.
+    let per_container_toml = d.join("shim-per-container.toml");
+    if !ours.contains(SHIPPED_SHIM_PER) {
+        bail!(
+            "{} has no line {SHIPPED_SHIM_PER:?}",
+            shipped_shim.display()
         );
+    }
+    fs::write(
+        &per_container_toml,
+        ours.replace(SHIPPED_SHIM_PER, "shim_per = \"container\""),
+    )
+    .with_context(|| format!("write {}", per_container_toml.display()))?;
+    let missing = handler_copy(
+        &snippet,
+        MISSING_CONFIG_HANDLER,
+        &shim_toml,
+        &d.join("missing.toml"),
+    );
+    let per_container = handler_copy(
+        &snippet,
+        PER_CONTAINER_HANDLER,
+        &shim_toml,
+        &per_container_toml,
+    );
 
     fs::create_dir_all(&net.conf_dir)
         .with_context(|| format!("create {}", net.conf_dir.display()))?;
@@ -220,6 +247,9 @@ fn plugin_config(cd: &Containerd, net: &Net, pause: &str) -> Result<String> {
 
 # --- a handler whose shim TOML is missing ---
 {missing}
+
+# --- a handler with one shim per container ---
+{per_container}
 "#,
         conf = net.conf_dir.display(),
         snippet_file = snippet_file.display(),

@@ -108,23 +108,25 @@ fn a_pod_runs_on_holdfast_through_cri() {
             );
             pids.push(pid);
         }
-        // Every task of the pod (the sandbox too) is served by our shim,
-        // one shim per task. (The Go shim serves a whole pod from one
-        // process, named after the sandbox.)
-        let tasks = if is_go_shim() {
-            vec![&pod]
-        } else {
-            vec![&pod, &server, &client]
-        };
-        for id in tasks {
-            cd.check_shim_binary(id)?;
+        // One shim serves the whole pod (holdfast's default `shim_per =
+        // "pod"`, as the Go shim does): the sandbox's, of the binary under
+        // test, parent of every container's init.
+        cd.check_shim_binary(&pod)?;
+        let shim = cd
+            .shim_pid_of(&pod)
+            .context("no shim process serves the sandbox")?;
+        for (id, pid) in [&server, &client].iter().zip(&pids) {
+            let parent = procs::stat(*pid).map(|(ppid, _)| ppid);
+            ensure!(
+                parent == Some(shim),
+                "container {id} (pid {pid}) has parent {parent:?}, not the pod's shim {shim}"
+            );
         }
         // While the pod runs, the leak check sees each kind of state it
         // has (so an empty check at the end means something).
         let running = cri.leaks();
-        let tasks = if is_go_shim() { 1 } else { 3 };
         for (kind, at_least) in [
-            ("shim process ", tasks),
+            ("shim process ", 1),
             ("mount ", 4),
             ("cgroup ", 3),
             ("k8s.io container ", 3),
@@ -134,7 +136,7 @@ fn a_pod_runs_on_holdfast_through_cri() {
             ("CRI containers folder ", 2),
             ("netns ", 1),
             ("runc state ", 3),
-            ("shim socket ", if is_go_shim() { 0 } else { 3 }),
+            ("shim socket ", if is_go_shim() { 0 } else { 1 }),
             ("CNI cache ", 2),
             ("IPAM allocation ", 1),
             ("bridge ", 1),
@@ -238,6 +240,36 @@ fn a_pod_runs_on_holdfast_through_cri() {
             "no journal at {}",
             journal.display()
         );
+
+        // With `shim_per = "container"` (handler holdfast-per-container),
+        // the container gets a shim of its own, apart from its sandbox's.
+        if !is_go_shim() {
+            let cfg2 = cri.pod_config("apart");
+            let pod2 = cri.run_pod(&cfg2, cri::PER_CONTAINER_HANDLER)?;
+            let c = cri.create_container(
+                &pod2,
+                &cri.container_config("alone", &["/bin/sleep", "infinity"]),
+                &cfg2,
+            )?;
+            cri.start_container(&c)?;
+            let pid = cri.wait_container_state(
+                &c,
+                ContainerState::ContainerRunning,
+                Duration::from_secs(20),
+            )?;
+            cd.check_shim_binary(&c)?;
+            let (own, sandbox) = (cd.shim_pid_of(&c), cd.shim_pid_of(&pod2));
+            ensure!(
+                own.is_some() && sandbox.is_some() && own != sandbox,
+                "container shim {own:?}, sandbox shim {sandbox:?}: not apart"
+            );
+            ensure!(
+                procs::stat(pid).map(|(ppid, _)| ppid) == own,
+                "container {c} is not a child of its own shim {own:?}"
+            );
+            cri.stop_pod(&pod2)?;
+            cri.remove_pod(&pod2)?;
+        }
 
         // StopPodSandbox stops every container; RemovePodSandbox removes
         // them; then nothing is left.
