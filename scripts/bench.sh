@@ -1953,7 +1953,7 @@ CRI_OUTAGE_HANDLERS=(holdfast runc)
 CRI_MEM_HANDLERS=(holdfast holdfast-per-container runc)
 # The numeric keys holdfast-cri-bench prints, per measurement.
 CRI_OUTAGE_KEYS=(down written written_while_down max_stall logged lost duplicated out_of_order foreign)
-CRI_MEM_KEYS=(shims rss_kib pss_kib private_kib threads)
+CRI_MEM_KEYS=(shims rss_kib pss_kib private_kib anon_kib threads)
 
 # cri_run VERSION WHAT HANDLER ARG TMP KEYS...: one holdfast-cri-bench run;
 # appends each key's value to TMP/WHAT-HANDLER-KEY, or records the error.
@@ -2036,8 +2036,11 @@ method_cri() {
   (\`HOLDFAST_BENCH_CRI_ROUNDS\`), medians.
 - Pod memory: a pod of ${CRI_POD_N} app containers (\`sleep infinity\`) plus
   its sandbox, 3 s after the last start; the sums over every shim process
-  serving the fixture's containerd of RSS, PSS and private
-  (Private_Clean + Private_Dirty) from \`smaps_rollup\`, and their threads.
+  serving the fixture's containerd of RSS, PSS, anonymous and private
+  (Private_Clean + Private_Dirty) memory from \`smaps_rollup\`, and their
+  threads. PSS is the figure to compare: one shim process alone maps its
+  binary's pages, which then count as private, while six processes share
+  them.
 EOF
 }
 
@@ -2070,8 +2073,9 @@ render_cri() {
     echo "| | holdfast, one shim per pod | holdfast, one shim per container | Go shim |"
     echo "| --- | --- | --- | --- |"
     crirow "shim processes" crimem_shims 1 %.0f "${CRI_MEM_HANDLERS[@]}"
-    crirow "private memory, all shims (MiB)" crimem_private_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
     crirow "PSS, all shims (MiB)" crimem_pss_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
+    crirow "anonymous memory (heap, stacks), all shims (MiB)" crimem_anon_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
+    crirow "private memory, all shims (MiB; a binary mapped by one process only counts as private)" crimem_private_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
     crirow "RSS, all shims (MiB)" crimem_rss_kib 1024 %.2f "${CRI_MEM_HANDLERS[@]}"
     crirow "threads, all shims" crimem_threads 1 %.0f "${CRI_MEM_HANDLERS[@]}"
     for h in "${CRI_MEM_HANDLERS[@]}"; do
@@ -2083,8 +2087,8 @@ render_cri() {
         done
     done
     echo
-    goal "holdfast's pod shims' private memory at most the Go shim's" \
-        "$(ratio_of "$V" holdfast runc crimem_private_kib)" 1.00
+    goal "holdfast's pod shim PSS at most a quarter of the Go shim's" \
+        "$(ratio_of "$V" holdfast runc crimem_pss_kib)" 0.25
 }
 
 # ---------------------------------------------------------------- the report

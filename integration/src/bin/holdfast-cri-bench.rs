@@ -6,7 +6,8 @@
 //!   containerd is killed for SECS seconds; prints the measurements;
 //! - `pod-memory VERSION HANDLER N`: a pod of N idle app containers (plus
 //!   its sandbox); prints the number of shim processes serving it and their
-//!   memory (sums of RSS, PSS and private KiB, from `smaps_rollup`).
+//!   memory (sums of RSS, PSS, private and anonymous KiB, from
+//!   `smaps_rollup`).
 //!
 //! Each prints one line of `key=value` pairs for the script to parse.
 
@@ -54,8 +55,8 @@ fn run(args: &[String]) -> Result<String> {
     Ok(line)
 }
 
-/// `(rss, pss, private)` KiB and threads of `pid`.
-fn memory(pid: u32) -> Result<(u64, u64, u64, u64)> {
+/// `(rss, pss, private, anonymous)` KiB and threads of `pid`.
+fn memory(pid: u32) -> Result<(u64, u64, u64, u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
         .with_context(|| format!("smaps_rollup of {pid}"))?;
     let field = |name: &str| -> u64 {
@@ -75,6 +76,7 @@ fn memory(pid: u32) -> Result<(u64, u64, u64, u64)> {
         field("Rss:"),
         field("Pss:"),
         field("Private_Clean:") + field("Private_Dirty:"),
+        field("Anonymous:"),
         threads,
     ))
 }
@@ -99,15 +101,15 @@ fn pod_memory(cri: &Cri, handler: &str, containers: u64) -> Result<String> {
     // Let the shims trim their heaps after the starts.
     std::thread::sleep(Duration::from_secs(3));
     let shims = procs::shims_of(&cri.containerd().address());
-    let (mut rss, mut pss, mut private, mut threads) = (0, 0, 0, 0);
+    let (mut rss, mut pss, mut private, mut anon, mut threads) = (0, 0, 0, 0, 0);
     for pid in &shims {
-        let (r, p, v, t) = memory(*pid)?;
-        (rss, pss, private, threads) = (rss + r, pss + p, private + v, threads + t);
+        let (r, p, v, a, t) = memory(*pid)?;
+        (rss, pss, private, anon, threads) = (rss + r, pss + p, private + v, anon + a, threads + t);
     }
     cri.stop_pod(&pod)?;
     cri.remove_pod(&pod)?;
     Ok(format!(
-        "handler={handler} containers={containers} shims={} rss_kib={rss} pss_kib={pss} private_kib={private} threads={threads}",
+        "handler={handler} containers={containers} shims={} rss_kib={rss} pss_kib={pss} private_kib={private} anon_kib={anon} threads={threads}",
         shims.len()
     ))
 }
