@@ -273,6 +273,33 @@ pub struct Cri {
     log_dirs: Mutex<Vec<PathBuf>>,
 }
 
+/// A pod made by [`Cri::run_with_tmp`].
+#[derive(Debug, Clone)]
+pub struct TmpPod {
+    /// The sandbox id.
+    pub pod: String,
+    /// The container id.
+    pub container: String,
+    /// The container's CRI log file.
+    pub log: PathBuf,
+    /// The host folder mounted at the container's `/tmp`.
+    pub host: PathBuf,
+}
+
+impl TmpPod {
+    /// The file `name` in the container's `/tmp`, seen from the host.
+    pub fn tmp(&self, name: &str) -> PathBuf {
+        self.host.join(name)
+    }
+
+    /// Stops and removes the pod, then its host folder.
+    pub fn remove(&self, cri: &Cri) -> Result<()> {
+        cri.stop_pod(&self.pod)?;
+        cri.remove_pod(&self.pod)?;
+        fs::remove_dir_all(&self.host).with_context(|| format!("remove {}", self.host.display()))
+    }
+}
+
 impl Fixture for Cri {
     fn start(version: Version) -> Result<Self> {
         let name = thread::current().name().unwrap_or("test").to_string();
@@ -707,6 +734,52 @@ impl Cri {
         }))
     }
 
+    /// ReopenContainerLog, as kubelet calls it after renaming the log file.
+    pub fn reopen_container_log(&self, id: &str) -> std::result::Result<(), ApiError> {
+        self.call(
+            self.runtime
+                .clone()
+                .reopen_container_log(cri::ReopenContainerLogRequest {
+                    container_id: id.into(),
+                }),
+        )
+        .map(|_| ())
+    }
+
+    /// Runs a pod of `handler` with one container running `sh -c script`,
+    /// a new host folder of the fixture's mounted at its `/tmp` (where a
+    /// writer of [`logs::numbered_lines_script`] keeps its progress and
+    /// looks for its stop file); returns once the container runs.
+    pub fn run_with_tmp(&self, handler: &str, name: &str, script: &str) -> Result<TmpPod> {
+        let host = self.cd.dir().join(format!(
+            "tmp-{name}-{}",
+            self.counter.fetch_add(1, Ordering::SeqCst)
+        ));
+        fs::create_dir_all(&host).with_context(|| format!("create {}", host.display()))?;
+        let pod_cfg = self.pod_config(name);
+        let pod = self.run_pod(&pod_cfg, handler)?;
+        let mut cfg = self.container_config(name, &["/bin/sh", "-c", script]);
+        cfg.mounts.push(cri::Mount {
+            container_path: "/tmp".into(),
+            host_path: host.display().to_string(),
+            ..Default::default()
+        });
+        let log = PathBuf::from(&pod_cfg.log_directory).join(&cfg.log_path);
+        let container = self.create_container(&pod, &cfg, &pod_cfg)?;
+        self.start_container(&container)?;
+        self.wait_container_state(
+            &container,
+            cri::ContainerState::ContainerRunning,
+            Duration::from_secs(30),
+        )?;
+        Ok(TmpPod {
+            pod,
+            container,
+            log,
+            host,
+        })
+    }
+
     /// StopPodSandbox.
     pub fn stop_pod(&self, id: &str) -> std::result::Result<(), ApiError> {
         self.call(
@@ -1056,6 +1129,64 @@ pub fn stream_texts(records: &[CriRecord], stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// The lines of `stream`, as kubelet reads them: a `P` record's text is
+/// joined with the records after it up to the next `F`.
+pub fn whole_lines(records: &[CriRecord], stream: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = Vec::new();
+    for r in records.iter().filter(|r| r.stream == stream) {
+        pending.extend_from_slice(&r.text);
+        if !r.partial {
+            out.push(String::from_utf8_lossy(&pending).into_owned());
+            pending.clear();
+        }
+    }
+    out
+}
+
+/// The records of the whole lines of the pod log file at `path` (a writer
+/// may be in the middle of the last one); a missing file has none.
+pub fn read_pod_log(path: &Path) -> Result<Vec<CriRecord>> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    parse_pod_log(&text[..text.rfind('\n').map_or(0, |i| i + 1)])
+}
+
+/// The records of the log files `paths` (oldest first, as after a
+/// rotation), once they hold `lines` whole stdout lines between them or
+/// stopped growing for 3 s (lines were lost).
+pub fn wait_log_lines(paths: &[&Path], lines: u64) -> Result<Vec<CriRecord>> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let size = || -> u64 {
+        paths
+            .iter()
+            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum()
+    };
+    let (mut len, mut since) = (size(), Instant::now());
+    loop {
+        let mut records = Vec::new();
+        for p in paths {
+            records.extend(read_pod_log(p)?);
+        }
+        let have = whole_lines(&records, "stdout").len() as u64;
+        if have >= lines || since.elapsed() >= Duration::from_secs(3) {
+            return Ok(records);
+        }
+        if Instant::now() >= deadline {
+            bail!("{paths:?} hold {have} of {lines} lines after 120 s");
+        }
+        thread::sleep(Duration::from_millis(200));
+        let now = size();
+        if now != len {
+            (len, since) = (now, Instant::now());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1069,6 +1200,14 @@ mod tests {
         assert_eq!(stream_texts(&l, "stdout"), vec!["hello world".to_string()]);
         assert!(l[1].partial);
         assert!(parse_pod_log("2026-11-24T01:02:03Z stdin F x\n").is_err());
+        let split = parse_pod_log(
+            "2026-11-24T01:02:03Z stdout P ab\n\
+             2026-11-24T01:02:03Z stderr F e\n\
+             2026-11-24T01:02:03Z stdout F c\n",
+        )
+        .unwrap();
+        assert_eq!(whole_lines(&split, "stdout"), vec!["abc".to_string()]);
+        assert_eq!(whole_lines(&split, "stderr"), vec!["e".to_string()]);
     }
 
     #[test]

@@ -12,14 +12,14 @@
 
 use std::collections::HashSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use k8s_cri::v1 as cri;
 
-use crate::cri::{parse_pod_log, Cri};
+use crate::cri::{wait_log_lines, whole_lines, Cri, TmpPod};
 use crate::logs::{self, uptime, CriRecord, Progress};
 
 /// What one run of the scenario measured.
@@ -69,32 +69,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(180);
 /// `down`; removes the pod afterwards.
 pub fn run(cri: &Cri, handler: &str, down: Duration) -> Result<Outage> {
     let cd = cri.containerd();
-    let tag = format!("o{}", cd.uniq());
-    let host = cd.dir().join(format!("outage-{handler}"));
-    fs::create_dir_all(&host).with_context(|| format!("create {}", host.display()))?;
-    let pod_cfg = cri.pod_config("outage");
-    let pod = cri.run_pod(&pod_cfg, handler)?;
-    let script = logs::numbered_lines_script(&tag, None, false, false);
-    let mut cfg = cri.container_config("writer", &["/bin/sh", "-c", &script]);
-    cfg.mounts.push(cri::Mount {
-        container_path: "/tmp".into(),
-        host_path: host.display().to_string(),
-        ..Default::default()
-    });
-    let log = PathBuf::from(&pod_cfg.log_directory).join(&cfg.log_path);
-    let id = cri.create_container(&pod, &cfg, &pod_cfg)?;
-    cri.start_container(&id)?;
-    cri.wait_container_state(
-        &id,
-        cri::ContainerState::ContainerRunning,
-        Duration::from_secs(30),
-    )?;
-    let progress = host.join(format!("progress-{tag}"));
-    wait_until(
-        "the writer to make progress",
-        Duration::from_secs(30),
-        || Ok(Progress::read_file(&progress)?.samples.len() >= 3 && file_len(&log) > 0),
-    )?;
+    let (pod, tag) = run_writer(cri, handler, "outage")?;
 
     let killed_at = uptime()?;
     cd.kill9()?;
@@ -103,41 +78,67 @@ pub fn run(cri: &Cri, handler: &str, down: Duration) -> Result<Outage> {
     cd.restart()?;
     cri.wait_ready(Duration::from_secs(60))?;
 
-    fs::write(host.join(format!("stop-{tag}")), b"").context("stop the writer")?;
-    let deadline = Instant::now() + FINISH_TIMEOUT;
-    let p = loop {
-        let p = Progress::read_file(&progress)?;
-        if p.done.is_some() {
-            break p;
-        }
-        if Instant::now() >= deadline {
-            bail!("the writer did not finish within {FINISH_TIMEOUT:?} after containerd came back");
-        }
-        thread::sleep(Duration::from_millis(100));
-    };
+    let p = stop_writer(&pod, &tag, FINISH_TIMEOUT)?;
     let written = p.done.map(|(n, _)| n).unwrap_or(0);
     cri.wait_container_state(
-        &id,
+        &pod.container,
         cri::ContainerState::ContainerExited,
         Duration::from_secs(60),
     )?;
-    let records = wait_log_settled(&log, written)?;
+    let records = wait_log_lines(&[&pod.log], written)?;
     let mut out = measure(handler, &records, written)?;
     out.down = back_at - killed_at;
     out.written_while_down = p.count_at(back_at).saturating_sub(p.count_at(killed_at));
     out.max_stall = p.longest_stall(killed_at, back_at).0;
-
-    cri.stop_pod(&pod)?;
-    cri.remove_pod(&pod)?;
-    let _ = fs::remove_dir_all(&host);
+    pod.remove(cri)?;
     Ok(out)
 }
 
-fn file_len(p: &Path) -> u64 {
+/// Runs a pod of `handler` whose container writes numbered lines as fast
+/// as it can ([`logs::numbered_lines_script`]); returns it and the
+/// writer's tag once the writer made progress and its log file grew.
+pub fn run_writer(cri: &Cri, handler: &str, name: &str) -> Result<(TmpPod, String)> {
+    let tag = format!("w{}", cri.containerd().uniq());
+    let script = logs::numbered_lines_script(&tag, None, false, false);
+    let pod = cri.run_with_tmp(handler, name, &script)?;
+    let progress = pod.tmp(&format!("progress-{tag}"));
+    wait_until(
+        "the writer to make progress and its log to grow",
+        Duration::from_secs(30),
+        || Ok(Progress::read_file(&progress)?.samples.len() >= 3 && file_len(&pod.log) > 0),
+    )?;
+    Ok((pod, tag))
+}
+
+/// Makes the writer of [`logs::numbered_lines_script`] with `tag` in `pod`
+/// stop, and waits up to `timeout` for it to record that it did.
+pub fn stop_writer(pod: &TmpPod, tag: &str, timeout: Duration) -> Result<Progress> {
+    fs::write(pod.tmp(&format!("stop-{tag}")), b"").context("stop the writer")?;
+    let progress = pod.tmp(&format!("progress-{tag}"));
+    let deadline = Instant::now() + timeout;
+    loop {
+        let p = Progress::read_file(&progress)?;
+        if p.done.is_some() {
+            return Ok(p);
+        }
+        if Instant::now() >= deadline {
+            bail!("the writer did not finish within {timeout:?} of being told to stop");
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The size of the file at `p` (0 when missing).
+pub fn file_len(p: &Path) -> u64 {
     fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+/// Polls `f` every 50 ms until it returns true; fails after `timeout`.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while !f()? {
         if Instant::now() >= deadline {
@@ -146,49 +147,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>
         thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-/// The log's records once it holds `written` stdout records or stopped
-/// growing for 3 s (lines were lost).
-fn wait_log_settled(log: &Path, written: u64) -> Result<Vec<CriRecord>> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let (mut len, mut since) = (file_len(log), Instant::now());
-    loop {
-        let text = fs::read_to_string(log).with_context(|| format!("read {}", log.display()))?;
-        // Only whole lines: a writer may be in the middle of one.
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        let records = parse_pod_log(whole)?;
-        let stdout = whole_lines(&records, "stdout").len() as u64;
-        if stdout >= written || since.elapsed() >= Duration::from_secs(3) {
-            return Ok(records);
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{} holds {stdout} of {written} lines after 120 s",
-                log.display()
-            );
-        }
-        thread::sleep(Duration::from_millis(200));
-        let now = file_len(log);
-        if now != len {
-            (len, since) = (now, Instant::now());
-        }
-    }
-}
-
-/// The lines of `stream`, as kubelet reads them: a `P` record's text is
-/// joined with the records after it up to the next `F`.
-fn whole_lines(records: &[CriRecord], stream: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = Vec::new();
-    for r in records.iter().filter(|r| r.stream == stream) {
-        pending.extend_from_slice(&r.text);
-        if !r.partial {
-            out.push(String::from_utf8_lossy(&pending).into_owned());
-            pending.clear();
-        }
-    }
-    out
 }
 
 /// A CRI timestamp in a form that sorts as the time does: RFC3339Nano
@@ -201,7 +159,7 @@ fn sortable(ts: &str) -> String {
 }
 
 /// Compares the log's stdout lines with the numbers `0..written`.
-fn measure(handler: &str, records: &[CriRecord], written: u64) -> Result<Outage> {
+pub fn measure(handler: &str, records: &[CriRecord], written: u64) -> Result<Outage> {
     let texts = whole_lines(records, "stdout");
     let mut seen = HashSet::new();
     let (mut duplicated, mut out_of_order, mut foreign) = (0, 0, 0);

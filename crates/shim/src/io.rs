@@ -1020,25 +1020,25 @@ impl ProcessIo {
                 .journal
                 .writer(ctx.process, stream)
                 .map_err(journal_err)?;
-            if sink.is_none() && ctx.cri_log.is_none() {
-                return Ok(Output {
-                    writer,
-                    forward: None,
-                });
-            }
-            let from = if ctx.restored {
-                ctx.journal.end(ctx.process, stream).map_err(journal_err)?
-            } else {
-                Cursor::START
+            let consumer = || -> Result<Consumer> {
+                let from = if ctx.restored {
+                    ctx.journal.end(ctx.process, stream).map_err(journal_err)?
+                } else {
+                    Cursor::START
+                };
+                ctx.journal
+                    .consumer_at(ctx.process, stream, from)
+                    .map_err(journal_err)
             };
-            let consumer = ctx
-                .journal
-                .consumer_at(ctx.process, stream, from)
-                .map_err(journal_err)?;
             let forward = match (&ctx.cri_log, sink) {
-                (Some(file), hold) => Forward::CriLog(consumer, file.clone(), hold),
-                (None, Some(w)) => Forward::Sink(consumer, w),
-                (None, None) => unreachable!("returned above"),
+                (Some(file), hold) => Forward::CriLog(consumer()?, file.clone(), hold),
+                (None, Some(w)) => Forward::Sink(consumer()?, w),
+                (None, None) => {
+                    return Ok(Output {
+                        writer,
+                        forward: None,
+                    })
+                }
             };
             Ok(Output {
                 writer,
