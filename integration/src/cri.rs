@@ -17,6 +17,7 @@
 //! `ctr -n k8s.io images import`: a pause image (busybox `sleep infinity`)
 //! set as `sandbox_image`, and an app image of the busybox rootfs.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,7 +36,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::api::ApiError;
 use crate::image::{self, Image};
-use crate::logs::{self, CriRecord};
+use crate::logs::{self, CriRecord, Progress};
 use crate::{cmd, system, Containerd, Fixture, Version};
 
 /// The handler of holdfast's shim (the shipped snippet's).
@@ -290,6 +291,25 @@ impl TmpPod {
     /// The file `name` in the container's `/tmp`, seen from the host.
     pub fn tmp(&self, name: &str) -> PathBuf {
         self.host.join(name)
+    }
+
+    /// What the writer `tag` of [`Cri::run_writer`] recorded so far.
+    pub fn progress(&self, tag: &str) -> Result<Progress> {
+        Progress::read_file(&self.tmp(&format!("progress-{tag}")))
+    }
+
+    /// Makes the writer `tag` of [`Cri::run_writer`] stop; waits up to
+    /// `timeout` for it to record that it did, then for its container to
+    /// exit. Returns its progress.
+    pub fn stop_writer(&self, cri: &Cri, tag: &str, timeout: Duration) -> Result<Progress> {
+        fs::write(self.tmp(&format!("stop-{tag}")), b"").context("stop the writer")?;
+        let p = Progress::wait_done_file(&self.tmp(&format!("progress-{tag}")), timeout)?;
+        cri.wait_container_state(
+            &self.container,
+            cri::ContainerState::ContainerExited,
+            Duration::from_secs(60),
+        )?;
+        Ok(p)
     }
 
     /// Stops and removes the pod, then its host folder.
@@ -780,6 +800,21 @@ impl Cri {
         })
     }
 
+    /// Runs a pod of `handler` whose container writes numbered lines as fast
+    /// as it can ([`logs::numbered_lines_script`]); returns it and the
+    /// writer's tag once the writer made progress and its log file grew.
+    pub fn run_writer(&self, handler: &str, name: &str) -> Result<(TmpPod, String)> {
+        let tag = format!("w{}", self.cd.uniq());
+        let script = logs::numbered_lines_script(&tag, None, false, false);
+        let pod = self.run_with_tmp(handler, name, &script)?;
+        wait_until(
+            "the writer to make progress and its log to grow",
+            Duration::from_secs(30),
+            || Ok(pod.progress(&tag)?.samples.len() >= 3 && file_len(&pod.log) > 0),
+        )?;
+        Ok((pod, tag))
+    }
+
     /// StopPodSandbox.
     pub fn stop_pod(&self, id: &str) -> std::result::Result<(), ApiError> {
         self.call(
@@ -1160,12 +1195,7 @@ pub fn read_pod_log(path: &Path) -> Result<Vec<CriRecord>> {
 /// stopped growing for 3 s (lines were lost).
 pub fn wait_log_lines(paths: &[&Path], lines: u64) -> Result<Vec<CriRecord>> {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let size = || -> u64 {
-        paths
-            .iter()
-            .map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum()
-    };
+    let size = || -> u64 { paths.iter().map(|p| file_len(p)).sum() };
     let (mut len, mut since) = (size(), Instant::now());
     loop {
         let mut records = Vec::new();
@@ -1185,6 +1215,111 @@ pub fn wait_log_lines(paths: &[&Path], lines: u64) -> Result<Vec<CriRecord>> {
             (len, since) = (now, Instant::now());
         }
     }
+}
+
+/// The size of the file at `p` (0 when missing).
+pub fn file_len(p: &Path) -> u64 {
+    fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Polls `f` every 50 ms until it returns `Some`; fails after `timeout`.
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f()? {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not within {timeout:?}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`poll`] for a condition.
+pub fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<bool>,
+) -> Result<()> {
+    poll(what, timeout, || Ok(f()?.then_some(())))
+}
+
+/// A pod log's stdout lines checked against the numbers `0..written` a
+/// writer of [`logs::numbered_lines_script`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogCheck {
+    /// Lines the container wrote.
+    pub written: u64,
+    /// `stdout` lines in the log.
+    pub logged: u64,
+    /// Numbers the container wrote that the log lacks.
+    pub lost: u64,
+    /// Lines beyond the first of their number.
+    pub duplicated: u64,
+    /// Lines whose number is not the one after the previous line's.
+    pub out_of_order: u64,
+    /// Lines that are not a number the container wrote.
+    pub foreign: u64,
+    /// Whether the log's timestamps never go back.
+    pub times_ordered: bool,
+}
+
+impl LogCheck {
+    /// Checks the stdout lines of `records` (kubelet's joining of `P`
+    /// records) against `0..written`.
+    pub fn of(records: &[CriRecord], written: u64) -> LogCheck {
+        let texts = whole_lines(records, "stdout");
+        let mut seen = HashSet::new();
+        let (mut duplicated, mut out_of_order, mut foreign) = (0, 0, 0);
+        let mut prev: Option<u64> = None;
+        for t in &texts {
+            match t.parse::<u64>() {
+                Ok(n) if n < written => {
+                    if !seen.insert(n) {
+                        duplicated += 1;
+                    }
+                    if prev.map_or(n != 0, |p| n != p + 1) {
+                        out_of_order += 1;
+                    }
+                    prev = Some(n);
+                }
+                _ => foreign += 1,
+            }
+        }
+        let times: Vec<String> = records.iter().map(|r| sortable(&r.time)).collect();
+        LogCheck {
+            written,
+            logged: texts.len() as u64,
+            lost: written - seen.len() as u64,
+            duplicated,
+            out_of_order,
+            foreign,
+            times_ordered: times.windows(2).all(|w| w[0] <= w[1]),
+        }
+    }
+
+    /// Every line once, in order, and nothing else.
+    pub fn exact(&self) -> bool {
+        self.lost == 0
+            && self.duplicated == 0
+            && self.out_of_order == 0
+            && self.foreign == 0
+            && self.logged == self.written
+    }
+}
+
+/// A CRI timestamp in a form that sorts as the time does: RFC3339Nano
+/// drops trailing zeros of the fraction (containerd writes it so), which
+/// breaks a plain string comparison.
+fn sortable(ts: &str) -> String {
+    let body = ts.trim_end_matches('Z');
+    let (secs, frac) = body.split_once('.').unwrap_or((body, ""));
+    format!("{secs}.{frac:0<9}")
 }
 
 #[cfg(test)]
@@ -1208,6 +1343,40 @@ mod tests {
         .unwrap();
         assert_eq!(whole_lines(&split, "stdout"), vec!["abc".to_string()]);
         assert_eq!(whole_lines(&split, "stderr"), vec!["e".to_string()]);
+    }
+
+    fn rec(time: &str, text: &str, partial: bool) -> CriRecord {
+        CriRecord {
+            time: time.into(),
+            stream: "stdout".into(),
+            partial,
+            text: text.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn lost_repeated_and_reordered_lines_are_counted() {
+        let t = "2026-11-24T01:02:03.1Z";
+        let exact = [rec(t, "0", false), rec(t, "1", true), rec(t, "", false)];
+        let m = LogCheck::of(&exact, 2);
+        assert!(m.exact() && m.times_ordered, "{m:?}");
+        let bad = [
+            rec(t, "0", false),
+            rec(t, "2", false),
+            rec(t, "2", false),
+            rec(t, "x", false),
+        ];
+        let m = LogCheck::of(&bad, 4);
+        assert_eq!(
+            (m.lost, m.duplicated, m.out_of_order, m.foreign),
+            (2, 1, 2, 1)
+        );
+        assert!(!m.exact());
+        let back = [
+            rec("2026-11-24T01:02:03.5Z", "0", false),
+            rec("2026-11-24T01:02:03.45Z", "1", false),
+        ];
+        assert!(!LogCheck::of(&back, 2).times_ordered);
     }
 
     #[test]

@@ -207,15 +207,25 @@ impl Progress {
 
     /// Waits until the writer `tag` recorded `done`; returns its progress.
     pub fn wait_done(cd: &Containerd, tag: &str, timeout: Duration) -> Result<Progress> {
+        Progress::wait_done_file(
+            &cd.rootfs().join("tmp").join(format!("progress-{tag}")),
+            timeout,
+        )
+    }
+
+    /// Waits until the writer whose progress file is `path` recorded
+    /// `done`; returns its progress.
+    pub fn wait_done_file(path: &Path, timeout: Duration) -> Result<Progress> {
         let deadline = Instant::now() + timeout;
         loop {
-            let p = Progress::read(cd, tag)?;
+            let p = Progress::read_file(path)?;
             if p.done.is_some() {
                 return Ok(p);
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "writer {tag} did not finish within {timeout:?}; last progress {:?}",
+                    "the writer of {} did not finish within {timeout:?}; last progress {:?}",
+                    path.display(),
                     p.samples.last()
                 );
             }

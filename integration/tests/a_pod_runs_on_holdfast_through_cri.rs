@@ -6,30 +6,15 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, ensure, Context, Result};
-use holdfast_integration::cri::{self, handler_under_test, Cri};
+use anyhow::{ensure, Context};
+use holdfast_integration::cri::{self, handler_under_test, poll, Cri};
 use holdfast_integration::{each_version_of, is_go_shim, procs, system};
 use k8s_cri::v1::{ContainerState, NamespaceMode, PodSandboxState};
 
 /// Lines each stream of the logging container writes.
 const LINES: usize = 200;
-
-/// Polls `f` until it returns `Some`, for at most `timeout`.
-fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<Option<T>>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("{what}: not within {timeout:?}");
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_pod_runs_on_holdfast_through_cri() {

@@ -34,7 +34,10 @@ fn a_pods_log_gets_every_line_once_and_its_container_never_stalls_while_containe
             r.exact(),
             "the CRI log does not hold every line exactly once in order: {r:?}"
         );
-        ensure!(r.times_ordered, "the CRI log's timestamps go back: {r:?}");
+        ensure!(
+            r.log.times_ordered,
+            "the CRI log's timestamps go back: {r:?}"
+        );
         cri.assert_clean()
     });
 }

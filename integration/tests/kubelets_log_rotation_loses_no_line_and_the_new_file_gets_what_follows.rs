@@ -12,18 +12,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use holdfast_integration::cri::{self, handler_under_test, Cri};
-use holdfast_integration::cri_outage::{self, file_len, stop_writer, wait_until};
+use holdfast_integration::cri::{self, file_len, handler_under_test, wait_until, Cri, LogCheck};
 use holdfast_integration::each_version_of;
-use holdfast_integration::logs::Progress;
-use k8s_cri::v1 as api;
 
 #[test]
 fn kubelets_log_rotation_loses_no_line_and_the_new_file_gets_what_follows() {
     each_version_of(|cri: &Cri| {
         let handler = handler_under_test();
-        let (pod, tag) = cri_outage::run_writer(cri, handler, "rotate")?;
-        let progress = pod.tmp(&format!("progress-{tag}"));
+        let (pod, tag) = cri.run_writer(handler, "rotate")?;
 
         // kubelet's rotation: rename, then ReopenContainerLog.
         let mut rotated = pod.log.clone().into_os_string();
@@ -31,10 +27,7 @@ fn kubelets_log_rotation_loses_no_line_and_the_new_file_gets_what_follows() {
         let rotated = PathBuf::from(rotated);
         fs::rename(&pod.log, &rotated).context("rename the log file")?;
         cri.reopen_container_log(&pod.container)?;
-        let reopened_at = Progress::read_file(&progress)?
-            .samples
-            .last()
-            .map_or(0, |s| s.0);
+        let reopened_at = pod.progress(&tag)?.samples.last().map_or(0, |s| s.0);
         wait_until(
             "the new log file to get lines",
             Duration::from_secs(30),
@@ -44,20 +37,15 @@ fn kubelets_log_rotation_loses_no_line_and_the_new_file_gets_what_follows() {
             "the writer to write on after the reopen",
             Duration::from_secs(30),
             || {
-                let p = Progress::read_file(&progress)?;
+                let p = pod.progress(&tag)?;
                 Ok(p.samples.last().map_or(0, |s| s.0) > reopened_at + 10_000)
             },
         )?;
 
-        let p = stop_writer(&pod, &tag, Duration::from_secs(60))?;
+        let p = pod.stop_writer(cri, &tag, Duration::from_secs(60))?;
         let written = p.done.map(|(n, _)| n).unwrap_or(0);
-        cri.wait_container_state(
-            &pod.container,
-            api::ContainerState::ContainerExited,
-            Duration::from_secs(60),
-        )?;
         let records = cri::wait_log_lines(&[&rotated, &pod.log], written)?;
-        let m = cri_outage::measure(handler, &records, written)?;
+        let m = LogCheck::of(&records, written);
         eprintln!("{m:?}");
         ensure!(
             m.exact(),

@@ -41,8 +41,8 @@ fn run(args: &[String]) -> Result<String> {
             let r = cri_outage::run(&cri, handler, Duration::from_secs(n))?;
             format!(
                 "handler={} down={:.1} written={} written_while_down={} max_stall={:.3} logged={} lost={} duplicated={} out_of_order={} foreign={} times_ordered={}",
-                r.handler, r.down, r.written, r.written_while_down, r.max_stall, r.logged,
-                r.lost, r.duplicated, r.out_of_order, r.foreign, r.times_ordered
+                r.handler, r.down, r.log.written, r.written_while_down, r.max_stall, r.log.logged,
+                r.log.lost, r.log.duplicated, r.log.out_of_order, r.log.foreign, r.log.times_ordered
             )
         }
         "pod-memory" => pod_memory(&cri, handler, n)?,
